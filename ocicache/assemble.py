@@ -1,0 +1,72 @@
+"""Pure: packed layers + target → OCI config and manifest bytes, annotated.
+
+Nothing here reads a clock or the machine: the same layers and target give the same bytes, so the
+same lock + target + options give the same manifest digest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from . import oci
+from .oci import Descriptor, Digest, canonical_json
+from .target import Target
+
+__all__ = ["Image", "LayerDescription", "assemble_image"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerDescription:
+    """A layer as it goes into the manifest: its blob's identity plus what it holds."""
+
+    digest: Digest
+    diff_id: Digest
+    size: int
+    media_type: str
+    kind: str
+    key: str
+    packages: tuple[dict[str, str], ...]  # PackageRef.to_json() of each member
+
+    def descriptor(self) -> Descriptor:
+        annotations = {oci.A_LAYER_KIND: self.kind, oci.A_LAYER_KEY: self.key}
+        if self.packages:
+            annotations[oci.A_LAYER_PACKAGES] = json.dumps(list(self.packages), sort_keys=True,
+                                                           separators=(",", ":"))
+        return Descriptor(media_type=self.media_type, digest=self.digest, size=self.size,
+                          annotations=annotations)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Image:
+    config: bytes
+    config_descriptor: Descriptor
+    manifest: bytes
+    manifest_descriptor: Descriptor
+    layers: tuple[Descriptor, ...]
+
+
+def assemble_image(layers: list[LayerDescription], target: Target, annotations: dict[str, str]) -> Image:
+    config = canonical_json({
+        **target.oci_config_platform(),
+        # A fixed creation time: skopeo shows "Created: null" without one, and a clock would break
+        # reproducibility.
+        "created": "1970-01-01T00:00:00Z",
+        "config": {"Labels": dict(annotations)},
+        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in layers]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"ocicache: {layer.kind} layer",
+                     "comment": layer.key} for layer in layers],
+    })
+    config_desc = Descriptor(media_type=oci.CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
+    layer_descs = tuple(layer.descriptor() for layer in layers)
+    manifest = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": oci.MANIFEST_MEDIA_TYPE,
+        "config": config_desc.to_json(),
+        "layers": [d.to_json() for d in layer_descs],
+        "annotations": dict(annotations),
+    })
+    manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest),
+                               size=len(manifest), platform=target.oci_config_platform())
+    return Image(config=config, config_descriptor=config_desc, manifest=manifest,
+                 manifest_descriptor=manifest_desc, layers=layer_descs)

@@ -1,0 +1,213 @@
+"""An OCI image layout directory (skopeo's `oci:DIR[:TAG]`) as a destination and a source.
+
+Atomicity: every blob is written to a temporary file in `blobs/sha256/`, fsynced and renamed to its
+digest, so a blob path only ever holds verified bytes. `index.json` is replaced the same way, last.
+A layout that does not exist yet is built in a sibling staging directory and renamed into place at
+the end, so a failed first push leaves nothing behind. Writers of one layout are serialised with an
+flock on the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .. import oci
+from ..errors import LayoutError
+from ..oci import Descriptor, Digest, canonical_json
+
+__all__ = ["Layout", "open_layout_for_write"]
+
+_OCI_LAYOUT = canonical_json({"imageLayoutVersion": "1.0.0"})
+_COPY_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Layout:
+    """A layout directory that exists (or is being staged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    # -- reading ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path) -> Layout:
+        if not (path / "oci-layout").is_file() or not (path / "index.json").is_file():
+            raise LayoutError(f"{path}: not an OCI image layout (no oci-layout and index.json)")
+        return cls(path)
+
+    def blob_path(self, digest: Digest) -> Path:
+        return self.path / "blobs" / "sha256" / digest.hex
+
+    def read_index(self) -> dict[str, Any]:
+        path = self.path / "index.json"
+        if not path.exists():
+            return {"schemaVersion": 2, "mediaType": oci.INDEX_MEDIA_TYPE, "manifests": []}
+        try:
+            index = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise LayoutError(f"{path}: unreadable index.json ({exc})") from None
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise LayoutError(f"{path}: index.json has no manifests list")
+        return index
+
+    def tags(self) -> list[str]:
+        return sorted(str(m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION))
+                      for m in self.read_index()["manifests"]
+                      if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION))
+
+    def resolve(self, tag: str) -> Descriptor:
+        for entry in self.read_index()["manifests"]:
+            if entry.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == tag:
+                return Descriptor.from_json(entry)
+        known = ", ".join(self.tags()) or "none"
+        raise LayoutError(f"{self.path}: no tag {tag!r} (tags: {known})")
+
+    def read_blob(self, digest: Digest, limit: int = 64 << 20) -> bytes:
+        """Read a small blob (manifest, config) and verify its digest."""
+        path = self.blob_path(digest)
+        try:
+            if path.stat().st_size > limit:
+                raise LayoutError(f"{path}: blob larger than {limit} bytes where a document was expected")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise LayoutError(f"{self.path}: blob {digest} is missing") from None
+        if Digest.of(data) != digest:
+            raise LayoutError(f"{self.path}: blob {digest} does not match its digest")
+        return data
+
+    # -- writing (the Destination protocol) --------------------------------------------------
+    def has_blob(self, digest: Digest) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def put_blob(self, desc: Descriptor, open_blob: Callable[[], BinaryIO]) -> None:
+        blobs = self.path / "blobs" / "sha256"
+        fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".tmp-")
+        try:
+            h = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out, open_blob() as src:
+                while chunk := src.read(_COPY_CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if h.hexdigest() != desc.digest.hex or size != desc.size:
+                raise LayoutError(f"blob {desc.digest}: content does not match its descriptor")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.blob_path(desc.digest))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def put_blob_file(self, desc: Descriptor, path: Path) -> None:
+        """Move a freshly packed blob in (same filesystem) or copy it; the caller's file is consumed."""
+        dest = self.blob_path(desc.digest)
+        try:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(path, 0o644)
+            os.replace(path, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise LayoutError(f"cannot write {dest}: {exc.strerror}") from None
+            self.put_blob(desc, lambda: open(path, "rb"))  # noqa: SIM115 (an opener)
+
+    def put_manifest(self, desc: Descriptor, body: bytes, *, tag: str | None = None) -> None:
+        import io
+
+        if not self.has_blob(desc.digest):
+            self.put_blob(desc, lambda: io.BytesIO(body))
+        index = self.read_index()
+        entry = desc.to_json()
+        if tag is not None:
+            entry["annotations"] = {**entry.get("annotations", {}), oci.REF_NAME_ANNOTATION: tag}
+            index["manifests"] = [m for m in index["manifests"]
+                                  if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) != tag]
+        index["manifests"].append(entry)
+        index.setdefault("schemaVersion", 2)
+        index["mediaType"] = oci.INDEX_MEDIA_TYPE
+        self._replace_file("index.json", canonical_json(index))
+
+    def _replace_file(self, name: str, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{name}.tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.path / name)
+            _fsync_dir(self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def check_writable(path: Path) -> None:
+    """Fail early (before any download) if a layout cannot be written at `path`."""
+    if path.exists():
+        if not path.is_dir():
+            raise LayoutError(f"{path}: exists and is not a directory")
+        if any(path.iterdir()) and not (path / "oci-layout").is_file():
+            raise LayoutError(f"{path}: exists, is not empty and is not an OCI image layout")
+        probe = path
+    else:
+        probe = path.parent if str(path.parent) else Path(".")
+        if not probe.is_dir():
+            raise LayoutError(f"{path}: parent directory {probe} does not exist")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise LayoutError(f"{path}: permission denied (cannot write in {probe})")
+
+
+@contextlib.contextmanager
+def open_layout_for_write(path: Path) -> Iterator[Layout]:
+    """Yield a writable Layout; a new one appears at `path` only if the block completes."""
+    check_writable(path)
+    created = not path.exists() or not (path / "oci-layout").is_file()
+    target = path
+    if created:
+        target = Path(tempfile.mkdtemp(dir=path.parent if str(path.parent) else ".",
+                                       prefix=f".{path.name}.ocicache-partial-"))
+    try:
+        (target / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        if created:
+            (target / "oci-layout").write_bytes(_OCI_LAYOUT)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Layout(target)
+        finally:
+            os.close(fd)
+        if created:
+            os.chmod(target, 0o755)
+            if path.exists():  # an empty directory the user made for us
+                path.rmdir()
+            os.rename(target, path)
+    except OSError as exc:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        raise LayoutError(f"cannot write layout {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        raise

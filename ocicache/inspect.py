@@ -1,0 +1,81 @@
+"""`ocicache inspect`: what a cache image holds (layers, packages, sizes, uv version, target)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import oci
+from .dest.layout import Layout
+from .errors import LayoutError, UsageError
+from .oci import Digest
+from .refs import LayoutRef, parse_ref
+
+__all__ = ["describe", "format_table", "inspect_ref"]
+
+
+def inspect_ref(value: str) -> dict[str, Any]:
+    ref = parse_ref(value)
+    if not isinstance(ref, LayoutRef):
+        raise UsageError(f"{ref}: inspecting a registry image is not supported yet; use oci:DIR[:TAG]")
+    layout = Layout.open(ref.path)
+    desc = layout.resolve(ref.tag)
+    if desc.media_type != oci.MANIFEST_MEDIA_TYPE:
+        raise LayoutError(f"{ref}: {desc.media_type} is not an image manifest")
+    manifest = json.loads(layout.read_blob(desc.digest))
+    config = json.loads(layout.read_blob(Digest(manifest["config"]["digest"])))
+    return describe(str(ref), str(desc.digest), manifest, config)
+
+
+def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    annotations = manifest.get("annotations", {})
+    layers = []
+    for layer in manifest.get("layers", []):
+        ann = layer.get("annotations", {})
+        packages = json.loads(ann.get(oci.A_LAYER_PACKAGES, "[]"))
+        layers.append({"digest": layer["digest"], "size": layer["size"], "media_type": layer["mediaType"],
+                       "kind": ann.get(oci.A_LAYER_KIND, "unknown"), "key": ann.get(oci.A_LAYER_KEY),
+                       "packages": packages})
+    return {
+        "reference": reference,
+        "manifest_digest": digest,
+        "platform": f"{config.get('os')}/{config.get('architecture')}"
+                    + (f"/{config['variant']}" if config.get("variant") else ""),
+        "uv_version": annotations.get(oci.A_UV_VERSION),
+        "cache_format": annotations.get(oci.A_CACHE_FORMAT),
+        "ocicache_version": annotations.get(oci.A_VERSION),
+        "target": {"platform": annotations.get(oci.A_TARGET_PLATFORM),
+                   "python": annotations.get(oci.A_TARGET_PYTHON),
+                   "python_platform": annotations.get(oci.A_TARGET_PYTHON_PLATFORM)},
+        "compression": annotations.get(oci.A_COMPRESSION),
+        "skipped": json.loads(annotations.get(oci.A_SKIPPED, "[]")),
+        "total_size": sum(layer["size"] for layer in layers),
+        "layers": layers,
+    }
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def format_table(info: dict[str, Any]) -> str:
+    t = info["target"]
+    lines = [
+        f"{info['reference']}  {info['manifest_digest']}",
+        f"uv {info['uv_version']} ({info['cache_format']}), target {t['platform']} CPython {t['python']} "
+        f"{t['python_platform']}, {info['compression']}",
+        f"{len(info['layers'])} layers, {_size(info['total_size'])} compressed",
+        "",
+        f"{'#':>3}  {'KIND':<8} {'SIZE':>10}  {'DIGEST':<19}  PACKAGES",
+    ]
+    for i, layer in enumerate(info["layers"]):
+        names = ", ".join(f"{p['name']} {p['version']}" for p in layer["packages"]) or "(cache scaffold)"
+        lines.append(f"{i:>3}  {layer['kind']:<8} {_size(layer['size']):>10}  {layer['digest'][:19]}  {names}")
+    for note in info["skipped"]:
+        lines.append(f"left out: {note}")
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Reuse keys: a layer's identity computed before any download (DESIGN contract 4).
+
+A package key depends on what decides the layer's bytes: the uv cache format, ocicache's
+normalisation recipe, the codec, the package's lock entry (name, version, source, every artifact
+hash) and the artifact chosen for the target. The target itself is left out on purpose: the chosen
+artifact already says everything the target changes, so a pure-Python wheel gets one key (and one
+layer) for every platform and Python version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from .compress import Codec
+from .oci import canonical_json
+from .selection import Selected
+from .uvcache import CacheFormat
+
+# Bump when normalise.py or pack.py change the bytes they produce for the same cache entries.
+NORMALISATION_VERSION = 1
+
+
+def package_key(selected: Selected, fmt: CacheFormat, codec: Codec) -> str:
+    pkg = selected.package
+    doc = {
+        "normalisation": NORMALISATION_VERSION,
+        "cache-format": fmt.id,
+        "codec": codec.id,
+        "name": str(pkg.name),
+        "version": str(pkg.version),
+        "source": str(pkg.source),
+        "artifacts": sorted(a.hash or a.filename for a in (*pkg.wheels, *([pkg.sdist] if pkg.sdist else []))),
+        "chosen": {"kind": selected.kind, "artifact": selected.artifact, "hash": selected.hash},
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+def group_key(kind: str, member_keys: Iterable[str], extra: str = "") -> str:
+    """Key of a layer holding several packages (or the base scaffold): a hash of its members."""
+    doc = {"kind": kind, "members": sorted(member_keys), "extra": extra,
+           "normalisation": NORMALISATION_VERSION}
+    return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()

@@ -1,0 +1,101 @@
+"""Pure: which artifact of each locked package the target installs.
+
+uv itself turns the lock into a PEP 751 `pylock.toml` for the chosen extras and groups (so forks,
+conflicts and markers follow uv's own rules); `packaging.pylock` then evaluates markers and picks
+the best wheel for the target's tags, exactly as the consumer's `uv sync --frozen` would.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from typing import Literal
+
+from packaging.pylock import (
+    PackageSdist,
+    PackageVcs,
+    PackageWheel,
+    Pylock,
+    PylockSelectError,
+    PylockValidationError,
+)
+
+from .errors import SelectionError
+from .lock import Lock, LockedPackage
+from .target import Target
+
+__all__ = ["Selected", "Selection", "select_packages"]
+
+ArtifactKind = Literal["wheel", "sdist", "git"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selected:
+    package: LockedPackage
+    kind: ArtifactKind
+    artifact: str  # wheel/sdist filename, or the git URL
+    sha256: str | None  # hex; None for git (identified by commit)
+    commit: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.package.name)
+
+    @property
+    def version(self) -> str:
+        return str(self.package.version)
+
+    @property
+    def hash(self) -> str:
+        return f"git:{self.commit}" if self.kind == "git" else f"sha256:{self.sha256}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
+    selected: tuple[Selected, ...]
+    skipped: tuple[str, ...]  # "name: reason", for path/editable/directory sources
+
+
+def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
+    """Select (package, artifact) for `target`, sorted by name; raise SelectionError if impossible."""
+    try:
+        pylock = Pylock.from_dict(tomllib.loads(pylock_text))
+    except (tomllib.TOMLDecodeError, PylockValidationError) as exc:
+        raise SelectionError(f"uv export produced a lock packaging cannot read: {exc}") from None
+    selected: list[Selected] = []
+    skipped: list[str] = []
+    try:
+        pairs = list(pylock.select(environment=target.environment(), tags=target.tags()))
+    except PylockSelectError as exc:
+        raise SelectionError(f"cannot install the lock on {target.describe()}: {exc}") from None
+    for package, choice in pairs:
+        version = str(package.version) if package.version else None
+        locked = lock.find(package.name, version)
+        if locked is None:
+            raise SelectionError(f"{package.name} {version} is in uv's export but not in {lock.path}")
+        if isinstance(choice, PackageWheel):
+            selected.append(_artifact(locked, "wheel", choice.name, choice.hashes))
+        elif isinstance(choice, PackageSdist):
+            selected.append(_artifact(locked, "sdist", choice.name, choice.hashes))
+        elif isinstance(choice, PackageVcs) and choice.type == "git":
+            url = choice.url or ""
+            selected.append(Selected(package=locked, kind="git", artifact=url, sha256=None,
+                                     commit=choice.commit_id))
+        else:
+            kind = locked.source.kind
+            skipped.append(f"{package.name}: {kind} source (uv rebuilds it from the project in the container)")
+    for pkg in lock.packages:
+        if pkg.source.kind in ("path", "directory", "editable") and not any(
+            s.startswith(f"{pkg.name}:") for s in skipped
+        ):
+            skipped.append(f"{pkg.name}: {pkg.source.kind} source (uv rebuilds it from the project in the container)")
+    selected.sort(key=lambda s: (s.name, s.version))
+    return Selection(selected=tuple(selected), skipped=tuple(sorted(skipped)))
+
+
+def _artifact(locked: LockedPackage, kind: ArtifactKind, name: str | None,
+              hashes: dict[str, str]) -> Selected:
+    sha = hashes.get("sha256")
+    if sha is None:
+        raise SelectionError(f"{locked.name} {locked.version}: {name} has no sha256 in the lock")
+    return Selected(package=locked, kind=kind, artifact=name or "", sha256=sha)

@@ -1,0 +1,110 @@
+"""Canonical per-package trees: what a layer holds, as paths relative to the cache root.
+
+A tree is virtual: file entries point at files in the raw uv cache (or carry small rewritten bytes),
+so normalising copies nothing and packing streams straight from the populated cache.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+EntryKind = Literal["dir", "file", "symlink"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One tar entry. Exactly one of `source`/`data` for files; `link` for symlinks."""
+
+    path: str
+    kind: EntryKind
+    executable: bool = False
+    source: Path | None = None
+    data: bytes | None = None
+    link: str | None = None
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.path.startswith("/") or ".." in self.path.split("/") or not self.path:
+            raise ValueError(f"unsafe tree path: {self.path!r}")
+        if self.kind == "file" and (self.source is None) == (self.data is None):
+            raise ValueError(f"file entry {self.path!r} needs exactly one of source/data")
+        if self.kind == "symlink" and not self.link:
+            raise ValueError(f"symlink entry {self.path!r} needs a target")
+
+    @property
+    def mode(self) -> int:
+        if self.kind == "dir":
+            return 0o755
+        if self.kind == "symlink":
+            return 0o777
+        return 0o755 if self.executable else 0o644
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PackageRef:
+    """What a tree holds, as written into layer annotations."""
+
+    name: str
+    version: str
+    artifact: str  # wheel/sdist filename, or the git URL for git sources
+    hash: str  # "sha256:<hex>" of the artifact, or "git:<commit>"
+    key: str  # reuse key (keys.py)
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "artifact": self.artifact,
+                "hash": self.hash, "key": self.key}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PackageTree:
+    package: PackageRef | None  # None for the constant cache scaffold ("base")
+    entries: tuple[Entry, ...] = field(default_factory=tuple)
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    @property
+    def name(self) -> str:
+        return self.package.name if self.package else "_base"
+
+
+def file_entry(path: str, source: Path) -> Entry:
+    st = source.stat()
+    return Entry(path=path, kind="file", source=source, size=st.st_size,
+                 executable=bool(st.st_mode & 0o111))
+
+
+def walk_tree(src: Path, dest: str) -> Iterator[Entry]:
+    """Entries for every file, symlink and directory under `src`, re-rooted at `dest` (sorted)."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, src)
+        base = dest if rel_dir == "." else f"{dest}/{rel_dir}"
+        yield Entry(path=base, kind="dir")
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            full = Path(dirpath, name)
+            st = full.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                yield Entry(path=f"{base}/{name}", kind="symlink", link=os.readlink(full))
+            elif stat.S_ISREG(st.st_mode):
+                yield Entry(path=f"{base}/{name}", kind="file", source=full, size=st.st_size,
+                            executable=bool(st.st_mode & 0o111))
+            # anything else (fifos, devices) never belongs in a uv archive: left out
+
+
+def with_parents(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries plus every missing parent directory, sorted by path, duplicates removed."""
+    by_path: dict[str, Entry] = {}
+    for e in entries:
+        by_path.setdefault(e.path, e)
+        parts = e.path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/".join(parts[:i])
+            by_path.setdefault(parent, Entry(path=parent, kind="dir"))
+    return [by_path[p] for p in sorted(by_path)]

@@ -1,0 +1,1 @@
+"""Real components the test suite starts itself: a package index, uv projects, image tools."""

@@ -1,0 +1,234 @@
+"""A local PEP 503 package index on 127.0.0.1, serving wheels and sdists built by the tests.
+
+Wheels and sdists are built byte-for-byte deterministically (fixed zip/tar timestamps), so every test
+session serves the same artifacts. Sdists carry an in-tree, stdlib-only build backend so building
+them needs nothing from any index. The server counts file downloads so tests can prove that a push
+downloaded nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import os
+import tarfile
+import threading
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _dist_info_name(name: str) -> str:
+    return canonicalize_name(name).replace("-", "_")
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def _metadata(name: str, version: str, deps: Iterable[str]) -> str:
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {dep}" for dep in deps]
+    return "\n".join(lines) + "\n"
+
+
+def wheel_bytes(
+    name: str,
+    version: str,
+    *,
+    tag: str = "py3-none-any",
+    deps: Iterable[str] = (),
+    files: Mapping[str, bytes] | None = None,
+) -> tuple[str, bytes]:
+    """Return (filename, bytes) of a deterministic wheel holding `files` (default: one module)."""
+    module = _dist_info_name(name)
+    files = dict(files or {f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()})
+    dist_info = f"{module}-{version}.dist-info"
+    files[f"{dist_info}/METADATA"] = _metadata(name, version, deps).encode()
+    files[f"{dist_info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: ocicache-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+    ).encode()
+    record = [_record_line(path, data) for path, data in sorted(files.items())]
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(files):
+            info = zipfile.ZipInfo(path, _ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, files[path])
+    return f"{module}-{version}-{tag}.whl", buf.getvalue()
+
+
+# A PEP 517 backend in the sdist itself: stdlib only, so a build needs no index.
+_BACKEND = '''
+import base64, hashlib, os, zipfile
+
+NAME, VERSION, DEPS = {name!r}, {version!r}, {deps!r}
+MODULE = NAME.replace("-", "_")
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def _line(path, data):
+    d = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{{path}},sha256={{d}},{{len(data)}}"
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    dist_info = f"{{MODULE}}-{{VERSION}}.dist-info"
+    files = {{}}
+    for root, _dirs, names in os.walk(MODULE):
+        for n in names:
+            p = os.path.join(root, n)
+            with open(p, "rb") as f:
+                files[p.replace(os.sep, "/")] = f.read()
+    meta = ["Metadata-Version: 2.1", f"Name: {{NAME}}", f"Version: {{VERSION}}"]
+    meta += [f"Requires-Dist: {{d}}" for d in DEPS]
+    files[f"{{dist_info}}/METADATA"] = ("\\n".join(meta) + "\\n").encode()
+    files[f"{{dist_info}}/WHEEL"] = (
+        b"Wheel-Version: 1.0\\nGenerator: intree\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+    )
+    record = [_line(p, d) for p, d in sorted(files.items())] + [f"{{dist_info}}/RECORD,,"]
+    files[f"{{dist_info}}/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    fname = f"{{MODULE}}-{{VERSION}}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, fname), "w") as zf:
+        for p in sorted(files):
+            info = zipfile.ZipInfo(p, (1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, files[p])
+    return fname
+'''
+
+
+def source_tree(name: str, version: str, *, deps: Iterable[str] = ()) -> dict[str, bytes]:
+    """Files of a buildable source tree (for sdists and git repositories)."""
+    module = _dist_info_name(name)
+    deps = list(deps)
+    pyproject = (
+        f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = {deps!r}\n\n'
+        '[build-system]\nrequires = []\nbuild-backend = "intree_backend"\nbackend-path = ["."]\n'
+    )
+    return {
+        "pyproject.toml": pyproject.encode(),
+        "intree_backend.py": _BACKEND.format(name=name, version=version, deps=deps).encode(),
+        f"{module}/__init__.py": f"VERSION = {version!r}\n".encode(),
+    }
+
+
+def sdist_bytes(name: str, version: str, *, deps: Iterable[str] = ()) -> tuple[str, bytes]:
+    """Return (filename, bytes) of a deterministic .tar.gz sdist with an in-tree backend."""
+    module = _dist_info_name(name)
+    root = f"{module}-{version}"
+    files = source_tree(name, version, deps=deps)
+    files["PKG-INFO"] = _metadata(name, version, deps).encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for path in sorted(files):
+            info = tarfile.TarInfo(f"{root}/{path}")
+            info.size, info.mode, info.mtime = len(files[path]), 0o644, 0
+            tf.addfile(info, io.BytesIO(files[path]))
+    import gzip
+
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return f"{module}-{version}.tar.gz", out.getvalue()
+
+
+@dataclass
+class PackageIndex:
+    """Files on disk under `root/files`, served as a simple index by `serve()`."""
+
+    root: Path
+    downloads: Counter[str] = field(default_factory=Counter)
+    url: str = ""
+    _server: ThreadingHTTPServer | None = None
+
+    def __post_init__(self) -> None:
+        (self.root / "files").mkdir(parents=True, exist_ok=True)
+
+    def add(self, filename: str, data: bytes) -> str:
+        """Store an artifact; return its sha256."""
+        (self.root / "files" / filename).write_bytes(data)
+        return hashlib.sha256(data).hexdigest()
+
+    def add_wheel(self, name: str, version: str, **kwargs: object) -> str:
+        filename, data = wheel_bytes(name, version, **kwargs)  # type: ignore[arg-type]
+        self.add(filename, data)
+        return filename
+
+    def add_sdist(self, name: str, version: str, *, deps: Iterable[str] = ()) -> str:
+        filename, data = sdist_bytes(name, version, deps=deps)
+        self.add(filename, data)
+        return filename
+
+    def _project_files(self, project: str) -> list[str]:
+        out = []
+        for path in sorted((self.root / "files").iterdir()):
+            stem = path.name.split("-")[0]
+            if canonicalize_name(stem) == canonicalize_name(project):
+                out.append(path.name)
+        return out
+
+    def serve(self) -> str:
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                self._head_only = True
+                self.do_GET()
+
+            def do_GET(self) -> None:
+                parts = [p for p in self.path.split("?")[0].split("/") if p]
+                if len(parts) == 2 and parts[0] == "simple":
+                    links = []
+                    for name in index._project_files(parts[1]):
+                        sha = hashlib.sha256((index.root / "files" / name).read_bytes()).hexdigest()
+                        href = html.escape(f"/files/{name}#sha256={sha}")
+                        links.append(f'<a href="{href}">{html.escape(name)}</a><br/>')
+                    if not links:
+                        return self._send(404, b"not found", "text/plain")
+                    body = "<!DOCTYPE html><html><body>" + "".join(links) + "</body></html>"
+                    return self._send(200, body.encode(), "text/html")
+                if len(parts) == 2 and parts[0] == "files":
+                    path = index.root / "files" / os.path.basename(parts[1])
+                    if path.is_file():
+                        if not getattr(self, "_head_only", False):
+                            index.downloads[path.name] += 1
+                        return self._send(200, path.read_bytes(), "application/octet-stream")
+                return self._send(404, b"not found", "text/plain")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not getattr(self, "_head_only", False):
+                    self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
+        return self.url
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
