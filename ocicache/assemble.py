@@ -26,10 +26,11 @@ class LayerDescription:
     media_type: str
     kind: str
     key: str
-    packages: tuple[dict[str, str], ...]  # PackageRef.to_json() of each member
+    packages: tuple[dict[str, object], ...]  # PackageTree.to_annotation() of each member
 
     def descriptor(self) -> Descriptor:
-        annotations = {oci.A_LAYER_KIND: self.kind, oci.A_LAYER_KEY: self.key}
+        annotations = {oci.A_LAYER_KIND: self.kind, oci.A_LAYER_KEY: self.key,
+                       oci.A_LAYER_DIFF_ID: str(self.diff_id)}
         if self.packages:
             annotations[oci.A_LAYER_PACKAGES] = json.dumps(list(self.packages), sort_keys=True,
                                                            separators=(",", ":"))

@@ -27,6 +27,7 @@ A_COMPRESSION: Final = "dev.ocicache.compression"
 A_SKIPPED: Final = "dev.ocicache.skipped"
 A_LAYER_KIND: Final = "dev.ocicache.layer.kind"
 A_LAYER_KEY: Final = "dev.ocicache.layer.key"
+A_LAYER_DIFF_ID: Final = "dev.ocicache.layer.diff-id"
 A_LAYER_PACKAGES: Final = "dev.ocicache.layer.packages"
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -127,6 +127,25 @@ def export_pylock(uv: UvTool, lock_path: Path, narrowing: Narrowing, cache_dir: 
     return _run(args, cwd=project, what="uv export", env=_Env().build())
 
 
+def filter_pylock(pylock_text: str, keep: set[str]) -> str:
+    """uv's pylock export with only the `[[packages]]` tables named in `keep` (canonical names).
+
+    uv writes one `[[packages]]` table per package, each starting with its `name`; everything before
+    the first table is the header.
+    """
+    from packaging.utils import canonicalize_name
+
+    blocks = pylock_text.split("\n[[packages]]\n")
+    out = [blocks[0]]
+    for block in blocks[1:]:
+        m = re.match(r'name = "([^"]+)"', block)
+        if m is None:
+            raise PopulateError("uv export wrote a pylock.toml ocicache cannot split (a [[packages]] without name)")
+        if canonicalize_name(m.group(1)) in keep:
+            out.append(block)
+    return "\n[[packages]]\n".join(out)
+
+
 def populate_cache(uv: UvTool, pylock: Path, target: Target, cache_dir: Path, work_dir: Path) -> None:
     """Fill `cache_dir` with every package of `pylock` for `target` (downloads and builds)."""
     install_dir = work_dir / "site-packages"

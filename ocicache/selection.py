@@ -74,9 +74,9 @@ def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
         if locked is None:
             raise SelectionError(f"{package.name} {version} is in uv's export but not in {lock.path}")
         if isinstance(choice, PackageWheel):
-            selected.append(_artifact(locked, "wheel", choice.name, choice.hashes))
+            selected.append(_artifact(locked, "wheel", choice.filename, choice.hashes))
         elif isinstance(choice, PackageSdist):
-            selected.append(_artifact(locked, "sdist", choice.name, choice.hashes))
+            selected.append(_artifact(locked, "sdist", choice.filename, choice.hashes))
         elif isinstance(choice, PackageVcs) and choice.type == "git":
             url = choice.url or ""
             selected.append(Selected(package=locked, kind="git", artifact=url, sha256=None,

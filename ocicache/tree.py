@@ -64,10 +64,21 @@ class PackageRef:
 class PackageTree:
     package: PackageRef | None  # None for the constant cache scaffold ("base")
     entries: tuple[Entry, ...] = field(default_factory=tuple)
+    # Set for a package known from an existing layer and not populated (yet): its recorded size.
+    known_size: int | None = None
 
     @property
     def size(self) -> int:
-        return sum(e.size for e in self.entries)
+        """Unpacked bytes; what the planner weighs."""
+        return self.known_size if self.known_size is not None else sum(e.size for e in self.entries)
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self.known_size is not None and not self.entries
+
+    def to_annotation(self) -> dict[str, object]:
+        assert self.package is not None
+        return {**self.package.to_json(), "size": self.size}
 
     @property
     def name(self) -> str:

@@ -218,7 +218,10 @@ class PackageIndex:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if not getattr(self, "_head_only", False):
-                    self.wfile.write(body)
+                    try:
+                        self.wfile.write(body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # the client had what it needed (uv may stop reading early)
 
             def log_message(self, *args: object) -> None:
                 pass

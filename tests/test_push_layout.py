@@ -1,0 +1,185 @@
+"""Issue 2 acceptance, end to end: real uv, a real package index on 127.0.0.1, real image tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import hermetic_env, ocicache, offline_sync, require_tool, unpack_layout
+
+
+def _manifest(layout: Path, tag: str) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    (entry,) = [m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag]
+    return json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_text())
+
+
+def _layer_of(manifest: dict, package: str) -> dict:
+    for layer in manifest["layers"]:
+        names = [p["name"] for p in json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]"))]
+        if package in names:
+            return layer
+    raise AssertionError(f"{package} is in no layer")
+
+
+def test_same_lock_in_fresh_directories_gives_same_manifest_digest(make_project, tmp_path, git_repo):
+    deps = ["heavy", "small-b", "sdist-only", "native", "gitpkg"]
+    sources = {"gitpkg": f'{{ git = "file://{git_repo}", tag = "v0.3.0" }}'}
+    lock = make_project(tmp_path / "project", deps, sources=sources)
+    # The second build: another copy of the project at another path, another umask, another scratch.
+    other = tmp_path / "elsewhere" / "copy"
+    other.mkdir(parents=True)
+    for name in ("pyproject.toml", "uv.lock"):
+        (other / name).write_bytes((lock.parent / name).read_bytes())
+
+    first = ocicache("push", lock, f"oci:{tmp_path / 'a'}:v1", "--json").json()
+    env = hermetic_env(TMPDIR=str(tmp_path))
+    second = subprocess.run(
+        ["sh", "-c", 'umask 0002 && exec "$0" -m ocicache push "$1" "$2" --json', os.sys.executable,
+         str(other / "uv.lock"), f"oci:{tmp_path / 'b'}:v1"], capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    assert first["manifest_digest"] == json.loads(second.stdout)["manifest_digest"]
+    assert first["packages_populated"] == 6  # small-a comes with small-b
+    blobs_a = sorted(p.name for p in (tmp_path / "a" / "blobs" / "sha256").iterdir())
+    blobs_b = sorted(p.name for p in (tmp_path / "b" / "blobs" / "sha256").iterdir())
+    assert blobs_a == blobs_b
+
+
+def test_two_locks_pinning_the_same_wheel_share_its_layer(make_project, tmp_path):
+    lock_1 = make_project(tmp_path / "one", ["heavy", "small-a"])
+    lock_2 = make_project(tmp_path / "two", ["heavy", "small-c", "native"])
+    ocicache("push", lock_1, f"oci:{tmp_path / 'l1'}:x")
+    ocicache("push", lock_2, f"oci:{tmp_path / 'l2'}:x", "--python", "3.12")
+    m1, m2 = _manifest(tmp_path / "l1", "x"), _manifest(tmp_path / "l2", "x")
+    assert m1 != m2
+    heavy_1, heavy_2 = _layer_of(m1, "heavy"), _layer_of(m2, "heavy")
+    assert heavy_1["annotations"]["dev.ocicache.layer.kind"] == "package"
+    assert heavy_1["digest"] == heavy_2["digest"]
+    assert heavy_1["annotations"]["dev.ocicache.layer.key"] == heavy_2["annotations"]["dev.ocicache.layer.key"]
+    # and the scaffold layer is the same everywhere
+    assert m1["layers"][0]["digest"] == m2["layers"][0]["digest"]
+
+
+def test_layout_serves_offline_sync_for_wheels_sdist_and_git(make_project, index, tmp_path, git_repo):
+    deps = ["heavy", "small-b", "sdist-only", "native", "gitpkg"]
+    sources = {"gitpkg": f'{{ git = "file://{git_repo}", tag = "v0.3.0" }}'}
+    lock = make_project(tmp_path / "project", deps, sources=sources)
+    layout = tmp_path / "layout"
+    result = ocicache("push", lock, f"oci:{layout}:main", "--python-platform", "x86_64-manylinux_2_36",
+                      "--python", "3.11", "--json").json()
+    assert result["target"] == {"platform": "linux/amd64", "python": "3.11.0",
+                                "python_platform": "x86_64-manylinux_2_36"}
+
+    skopeo = require_tool("skopeo")
+    inspected = json.loads(subprocess.run([skopeo, "inspect", f"oci:{layout}:main"], capture_output=True,
+                                          text=True, check=True).stdout)
+    assert inspected["Digest"] == result["manifest_digest"]
+    assert inspected["Architecture"] == "amd64" and inspected["Os"] == "linux"
+    assert len(inspected["Layers"]) == len(result["layers"])
+
+    cache = unpack_layout(layout, "main", tmp_path / "bundle")
+    assert (cache / "CACHEDIR.TAG").is_file()
+    downloads_before = sum(index.downloads.values())
+    sync = offline_sync(lock, cache, tmp_path / "consumer")
+    assert sync.returncode == 0, sync.stderr
+    for name in ("heavy", "small-a", "small-b", "sdist-only", "native", "gitpkg"):
+        assert f"+ {name}==" in sync.stderr, sync.stderr
+    assert sum(index.downloads.values()) == downloads_before
+    site = next((tmp_path / "consumer" / ".venv" / "lib").glob("python3.*/site-packages"))
+    assert (site / "sdist_only" / "__init__.py").is_file()
+    assert (site / "gitpkg" / "__init__.py").is_file()
+    # the manylinux_2_34 wheel: what a glibc 2.36 consumer prefers
+    assert any("manylinux_2_34" in p.name for p in site.glob("native-1.0.dist-info/WHEEL")) or \
+        "manylinux_2_34" in (site / "native-1.0.dist-info" / "WHEEL").read_text()
+
+
+def test_the_cache_of_an_empty_cache_misses_offline(make_project, tmp_path):
+    """Guard for the test above: the consumer check does fail without the cache image."""
+    lock = make_project(tmp_path / "project", ["small-a"])
+    sync = offline_sync(lock, tmp_path / "empty-cache", tmp_path / "consumer")
+    assert sync.returncode != 0
+
+
+def test_unchanged_lock_pushed_again_reuses_every_layer(make_project, index, tmp_path):
+    lock = make_project(tmp_path / "project", ["heavy", "small-b", "small-c", "native"])
+    dest = f"oci:{tmp_path / 'layout'}:v1"
+    first = ocicache("push", lock, dest, "--json").json()
+    before = dict(index.downloads)
+    again = ocicache("push", lock, dest, "--json").json()
+    assert again["manifest_digest"] == first["manifest_digest"]
+    assert again["packages_populated"] == 0 and again["layers_built"] == 0
+    assert again["blobs_written"] == 0
+    assert dict(index.downloads) == before
+
+
+def test_changing_one_small_package_rebuilds_only_its_bucket(make_project, index, tmp_path):
+    index.add_wheel("small-c", "3.1")
+    lock = make_project(tmp_path / "project", ["heavy", "small-b", "small-c==3.0"])
+    dest = f"oci:{tmp_path / 'layout'}:v1"
+    first = ocicache("push", lock, dest, "--json").json()
+    lock = make_project(tmp_path / "project", ["heavy", "small-b", "small-c==3.1"])
+    second = ocicache("push", lock, dest, "--json").json()
+    changed = [r for r in second["layers"] if not r["reused"]]
+    assert [r["packages"] for r in changed] == [["small-c"]]
+    assert second["packages_populated"] == 1
+    assert len(second["layers"]) == len(first["layers"])
+
+
+def test_umoci_unpacks_zstd_free_layout_and_tags_coexist(make_project, tmp_path):
+    lock_1 = make_project(tmp_path / "one", ["small-a"])
+    lock_2 = make_project(tmp_path / "two", ["small-c"])
+    layout = tmp_path / "layout"
+    ocicache("push", lock_1, f"oci:{layout}:one")
+    ocicache("push", lock_2, f"oci:{layout}:two")
+    index = json.loads((layout / "index.json").read_text())
+    tags = sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"])
+    assert tags == ["one", "two"]
+    skopeo = require_tool("skopeo")
+    for tag in tags:
+        subprocess.run([skopeo, "inspect", f"oci:{layout}:{tag}"], check=True, capture_output=True)
+        rootfs = unpack_layout(layout, tag, tmp_path / f"bundle-{tag}")
+        assert any((rootfs / "wheels-v8").rglob("*.http"))
+
+
+def test_zstd_layers(make_project, tmp_path):
+    import tarfile
+
+    import zstandard
+
+    lock = make_project(tmp_path / "project", ["small-a", "heavy"])
+    layout = tmp_path / "layout"
+    ocicache("push", lock, f"oci:{layout}:z", "--compression", "zstd")
+    manifest = _manifest(layout, "z")
+    config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
+        assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+        raw = zstandard.ZstdDecompressor().stream_reader(open(layout / "blobs/sha256" / layer["digest"][7:], "rb"))
+        data = raw.read()
+        import hashlib
+
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in tf.getmembers())
+    skopeo = require_tool("skopeo")
+    subprocess.run([skopeo, "inspect", f"oci:{layout}:z"], check=True, capture_output=True)
+
+
+def test_inspect_table_and_json(make_project, tmp_path):
+    lock = make_project(tmp_path / "project", ["heavy", "small-b"])
+    layout = tmp_path / "layout"
+    pushed = ocicache("push", lock, f"oci:{layout}:v1", "--json").json()
+    info = ocicache("inspect", f"oci:{layout}:v1", "--json").json()
+    assert info["manifest_digest"] == pushed["manifest_digest"]
+    assert info["uv_version"] == "0.13.9"
+    assert info["target"]["python_platform"].endswith("manylinux_2_36")
+    names = sorted(p["name"] for layer in info["layers"] for p in layer["packages"])
+    assert names == ["heavy", "small-a", "small-b"]
+    heavy = [layer for layer in info["layers"] if layer["kind"] == "package"]
+    assert heavy and heavy[0]["packages"][0]["artifact"] == "heavy-1.0-py3-none-any.whl"
+    assert heavy[0]["packages"][0]["hash"].startswith("sha256:")
+    table = ocicache("inspect", f"oci:{layout}:v1").stdout
+    assert "heavy 1.0" in table and pushed["manifest_digest"] in table and "0.13.9" in table
