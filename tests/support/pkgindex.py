@@ -9,6 +9,7 @@ downloaded nothing.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
@@ -218,10 +219,9 @@ class PackageIndex:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if not getattr(self, "_head_only", False):
-                    try:
+                    # uv may stop reading early once it has what it needs
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         self.wfile.write(body)
-                    except (BrokenPipeError, ConnectionResetError):
-                        pass  # the client had what it needed (uv may stop reading early)
 
             def log_message(self, *args: object) -> None:
                 pass

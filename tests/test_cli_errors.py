@@ -1,0 +1,152 @@
+"""Bad input: one clear line on stderr, a non-zero exit, no traceback, nothing half written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ocicache
+from tests.support.pkgindex import PackageIndex
+
+
+def _assert_one_line_error(run, *fragments: str) -> None:
+    assert run.returncode != 0
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("ocicache: error: "), run.stderr
+    assert "Traceback" not in run.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _no_partial(parent: Path) -> None:
+    leftovers = [p.name for p in parent.iterdir() if "ocicache-partial" in p.name]
+    assert leftovers == []
+
+
+def test_missing_lock(tmp_path):
+    run = ocicache("push", tmp_path / "nope.lock", f"oci:{tmp_path / 'out'}", check=False)
+    _assert_one_line_error(run, "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"\x00\x01 not toml at all [[[", "not valid TOML"),
+    (b'[tool.poetry]\nname = "x"\n', "not a uv.lock"),
+    (b'version = 7\n[[package]]\nname = "a"\n', "unsupported uv.lock version 7"),
+    (b'version = 1\n[[package]]\nname = "a"\nversion = "1"\nsource = { ftp = "x" }\n', "package[0] (a).source"),
+    (b'version = 1\n[[package]]\nversion = "1"\n', "package[0]: 'name' must be a string"),
+])
+def test_not_a_lock(tmp_path, content, fragment):
+    lock = tmp_path / "uv.lock"
+    lock.write_bytes(content)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0"\n')
+    run = ocicache("push", lock, f"oci:{tmp_path / 'out'}", check=False)
+    _assert_one_line_error(run, fragment)
+    assert not (tmp_path / "out").exists()
+    _no_partial(tmp_path)
+
+
+def test_unknown_uv_version_is_refused_naming_the_supported_ones(make_project, tmp_path):
+    lock = make_project(tmp_path / "project", ["small-a"])
+    fake = tmp_path / "uv"
+    fake.write_text("#!/bin/sh\necho 'uv 0.12.5 (x86_64-unknown-linux-gnu)'\n")
+    fake.chmod(0o755)
+    run = ocicache("push", lock, f"oci:{tmp_path / 'out'}", "--uv", fake, check=False)
+    _assert_one_line_error(run, "uv 0.12.5", "supported uv versions: 0.13.9")
+    assert not (tmp_path / "out").exists()
+
+
+def test_package_without_wheel_for_target_or_sdist(make_project, tmp_path):
+    lock = make_project(tmp_path / "project", ["armonly", "small-a"])
+    run = ocicache("push", lock, f"oci:{tmp_path / 'out'}", "--platform", "linux/amd64", check=False)
+    _assert_one_line_error(run, "armonly", "linux/amd64")
+    assert not (tmp_path / "out").exists()
+    _no_partial(tmp_path)
+    # the same lock works for the platform that has the wheel
+    ocicache("push", lock, f"oci:{tmp_path / 'out'}", "--platform", "linux/arm64")
+    config = json.loads(ocicache("inspect", f"oci:{tmp_path / 'out'}", "--json").stdout)
+    assert config["platform"] == "linux/arm64/v8"
+
+
+@pytest.fixture
+def immutable_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory even root cannot write in (chattr +i)."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    yield path
+    subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_unwritable_destination(make_project, tmp_path, immutable_dir, index):
+    lock = make_project(tmp_path / "project", ["heavy"])
+    before = dict(index.downloads)
+    run = ocicache("push", lock, f"oci:{immutable_dir / 'layout'}:v1", check=False)
+    _assert_one_line_error(run, "permission denied")
+    assert list(immutable_dir.iterdir()) == []
+    assert dict(index.downloads) == before  # refused before downloading anything
+
+    file_parent = tmp_path / "a-file"
+    file_parent.write_text("x")
+    run = ocicache("push", lock, f"oci:{file_parent / 'layout'}:v1", check=False)
+    _assert_one_line_error(run)
+
+
+def test_a_failed_push_leaves_an_existing_layout_untouched(make_project, tmp_path):
+    lock = make_project(tmp_path / "project", ["small-a"])
+    layout = tmp_path / "layout"
+    ocicache("push", lock, f"oci:{layout}:v1")
+    index_before = (layout / "index.json").read_bytes()
+    blobs_before = sorted(os.listdir(layout / "blobs" / "sha256"))
+
+    # A second project whose index goes away before the push: uv fails mid-populate.
+    gone = PackageIndex(tmp_path / "gone-index")
+    gone.add_wheel("vanishing", "1.0")
+    gone.serve()
+    from tests.conftest import ProjectFactory
+
+    lock_2 = ProjectFactory(gone, tmp_path / "lock-cache")(tmp_path / "project-2", ["vanishing"])
+    gone.close()
+    run = ocicache("push", lock_2, f"oci:{layout}:v2", check=False)
+    _assert_one_line_error(run, "uv pip install")
+    assert (layout / "index.json").read_bytes() == index_before
+    assert sorted(os.listdir(layout / "blobs" / "sha256")) == blobs_before
+    assert [p.name for p in layout.iterdir() if p.name.startswith(".")] == []
+
+    # and a new layout is not created at all
+    run = ocicache("push", lock_2, f"oci:{tmp_path / 'new'}:v1", check=False)
+    assert run.returncode != 0 and not (tmp_path / "new").exists()
+    _no_partial(tmp_path)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--platform", "windows/amd64"], "--platform"),
+    (["--python-platform", "x86_64-manylinux_2_99"], "--python-platform"),
+    (["--python", "2.7"], "--python"),
+    (["--platform", "linux/arm64", "--python-platform", "x86_64-manylinux_2_36"], "does not match"),
+])
+def test_bad_target_options(make_project, tmp_path, args, fragment):
+    lock = make_project(tmp_path / "project", ["small-a"])
+    run = ocicache("push", lock, f"oci:{tmp_path / 'out'}", *args, check=False)
+    _assert_one_line_error(run, fragment)
+    assert run.returncode == 2
+
+
+def test_bad_destination_and_not_a_layout(make_project, tmp_path):
+    lock = make_project(tmp_path / "project", ["small-a"])
+    run = ocicache("push", lock, "just-a-name", check=False)
+    _assert_one_line_error(run, "oci:DIR")
+    not_layout = tmp_path / "stuff"
+    not_layout.mkdir()
+    (not_layout / "precious.txt").write_text("keep me")
+    run = ocicache("push", lock, f"oci:{not_layout}", check=False)
+    _assert_one_line_error(run, "not an OCI image layout")
+    assert [p.name for p in not_layout.iterdir()] == ["precious.txt"]
+    run = ocicache("inspect", f"oci:{tmp_path / 'missing'}:v1", check=False)
+    _assert_one_line_error(run, "not an OCI image layout")

@@ -1,0 +1,288 @@
+"""Pure stages with plain values: lock records, targets, plans, tars, uv pointers, layouts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ocicache
+from ocicache.compress import get_codec
+from ocicache.dest.layout import Layout, open_layout_for_write
+from ocicache.errors import CacheFormatError, LayoutError, LockError, UsageError
+from ocicache.lock import read_lock
+from ocicache.normalise import base_tree
+from ocicache.oci import Descriptor, Digest
+from ocicache.pack import pack_layer, write_tar
+from ocicache.plan import MAX_LAYERS_CAP, plan_layers
+from ocicache.target import make_target
+from ocicache.tree import Entry, PackageRef, PackageTree
+from ocicache.uvcache import UV_0_13_9, format_for_uv, httpfile
+
+LOCK_ALL_SOURCES = """
+version = 1
+revision = 3
+requires-python = ">=3.11"
+
+[[package]]
+name = "App"
+version = "0.1.0"
+source = { virtual = "." }
+
+[[package]]
+name = "member"
+version = "0.2.0"
+source = { editable = "packages/member" }
+
+[[package]]
+name = "localdir"
+version = "1.0"
+source = { directory = "../localdir" }
+
+[[package]]
+name = "localfile"
+version = "1.0"
+source = { path = "dist/localfile-1.0-py3-none-any.whl" }
+wheels = [{ filename = "localfile-1.0-py3-none-any.whl", hash = "sha256:aa" }]
+
+[[package]]
+name = "fromgit"
+version = "0.3.0"
+source = { git = "https://git.example/repo?tag=v0.3.0#9fadc1043d64367ea7e00cf14043893a0a37e970" }
+
+[[package]]
+name = "direct"
+version = "2.0"
+source = { url = "https://files.example/direct-2.0.tar.gz" }
+sdist = { hash = "sha256:bb" }
+
+[[package]]
+name = "numpy"
+version = "2.3.0"
+source = { registry = "https://index.example/simple" }
+sdist = { url = "https://files.example/numpy-2.3.0.tar.gz", hash = "sha256:cc", size = 10 }
+wheels = [
+    { url = "https://files.example/numpy-2.3.0-cp311-cp311-manylinux_2_28_x86_64.whl", hash = "sha256:dd", size = 5 },
+]
+"""
+
+
+def test_lock_reads_every_source_kind(tmp_path):
+    path = tmp_path / "uv.lock"
+    path.write_text(LOCK_ALL_SOURCES)
+    lock = read_lock(path)
+    kinds = {p.name: p.source.kind for p in lock.packages}
+    assert kinds == {"app": "virtual", "member": "editable", "localdir": "directory", "localfile": "path",
+                     "fromgit": "git", "direct": "url", "numpy": "registry"}
+    git = lock.find("fromgit", None)
+    assert git is not None and git.source.git_commit == "9fadc1043d64367ea7e00cf14043893a0a37e970"
+    numpy = lock.find("NumPy", "2.3.0")
+    assert numpy is not None and numpy.sdist is not None and numpy.sdist.sha256 == "cc"
+    assert numpy.wheels[0].filename == "numpy-2.3.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+    assert str(lock.requires_python) == ">=3.11"
+    assert {p.name for p in lock.packages if p.is_local} == {"app", "member", "localdir", "localfile"}
+
+
+def test_lock_errors_name_the_context_path(tmp_path):
+    path = tmp_path / "uv.lock"
+    path.write_text(LOCK_ALL_SOURCES.replace('hash = "sha256:dd"', "hash = 5"))
+    with pytest.raises(LockError, match=r"package\[6\] \(numpy\)\.wheels\[0\]\.hash"):
+        read_lock(path)
+    path.write_text(LOCK_ALL_SOURCES.replace('version = "2.0"', 'version = "not a version!"'))
+    with pytest.raises(LockError, match=r"package\[5\] \(direct\)\.version"):
+        read_lock(path)
+
+
+def test_target_tags_prefer_the_highest_compatible_manylinux():
+    target = make_target(platform="linux/amd64", python="3.11", python_platform="x86_64-manylinux_2_36")
+    tags = [str(t) for t in target.tags()]
+    assert tags.index("cp311-cp311-manylinux_2_34_x86_64") < tags.index("cp311-cp311-manylinux_2_17_x86_64")
+    assert "cp311-cp311-manylinux_2_37_x86_64" not in tags
+    assert "py3-none-any" in tags and "cp312-cp312-manylinux_2_17_x86_64" not in tags
+    assert target.environment()["platform_machine"] == "x86_64"
+    assert target.oci_config_platform() == {"os": "linux", "architecture": "amd64"}
+
+
+def test_target_defaults_and_derivations():
+    from packaging.specifiers import SpecifierSet
+
+    t = make_target(platform=None, python=None, python_platform="aarch64-manylinux_2_28",
+                    requires_python=SpecifierSet(">=3.12"))
+    assert t.oci_platform == "linux/arm64/v8" and t.python_minor == "3.12"
+    assert t.python_platform == "aarch64-manylinux_2_28"
+    musl = make_target(platform="linux/amd64", python="3.13", python_platform="x86_64-unknown-linux-musl")
+    assert musl.platform_tags()[0] == "musllinux_1_2_x86_64"
+    with pytest.raises(UsageError):
+        make_target(platform=None, python="3.10", python_platform=None, requires_python=SpecifierSet(">=3.11"))
+
+
+def _tree(name: str, size: int) -> PackageTree:
+    ref = PackageRef(name=name, version="1", artifact=f"{name}.whl", hash="sha256:00", key=f"k-{name}")
+    return PackageTree(package=ref, known_size=size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.integers(0, 5 << 20)),
+                min_size=0, max_size=400, unique_by=lambda t: t[0]),
+       st.integers(2, MAX_LAYERS_CAP), st.randoms(use_true_random=False))
+def test_plan_holds_the_budget_and_ignores_input_order(items, max_layers, rnd):
+    base = base_tree(UV_0_13_9)
+    trees = [_tree(n, s) for n, s in items]
+    groups = plan_layers(base, trees, max_layers=max_layers)
+    shuffled = trees[:]
+    rnd.shuffle(shuffled)
+    assert plan_layers(base, shuffled, max_layers=max_layers) == groups
+    assert len(groups) <= max_layers
+    placed = sorted(t.name for g in groups[1:] for t in g.trees)
+    assert placed == sorted(n for n, _ in items)
+
+
+def test_adding_a_small_package_changes_one_bucket():
+    base = base_tree(UV_0_13_9)
+    trees = [_tree(f"pkg{i:03d}", 1000 + i) for i in range(300)] + [_tree("bigone", 50 << 20)]
+    before = plan_layers(base, trees)
+    after = plan_layers(base, [*trees, _tree("newcomer", 10)])
+    changed = [g for g in after if g not in before]
+    assert len(changed) == 1 and "newcomer" in [t.name for t in changed[0].trees]
+    assert [g.name for g in before if g.kind == "package"] == ["bigone"]
+
+
+def _entries(tmp_path: Path, rnd: random.Random) -> list[Entry]:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    entries = []
+    for i in range(20):
+        f = src / f"f{i}"
+        f.write_bytes(rnd.randbytes(rnd.randint(0, 5000)))
+        entries.append(Entry(path=f"archive-v0/x/d{i % 3}/f{i}", kind="file", source=f,
+                             size=f.stat().st_size, executable=i % 4 == 0))
+    entries.append(Entry(path="wheels-v8/pypi/x/1.0-py3-none-any", kind="symlink", link="../../../archive-v0/x"))
+    entries.append(Entry(path="wheels-v8/pypi/x/1.0-py3-none-any.http", kind="file", data=b"pointer", size=7))
+    return entries
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(0, 2**31))
+def test_pack_is_deterministic_whatever_the_order_and_mtimes(tmp_path_factory, rnd, mtime):
+    import os
+
+    tmp_path = tmp_path_factory.mktemp("pack")
+    entries = _entries(tmp_path, random.Random(7))
+    codec = get_codec("gzip")
+    first = pack_layer(entries, tmp_path / "a", codec)
+    for e in entries:
+        if e.source is not None:
+            os.utime(e.source, (mtime, mtime))
+            e.source.chmod(0o600 | (0o100 if e.executable else 0))
+    rnd.shuffle(entries)
+    second = pack_layer(entries, tmp_path / "b", codec)
+    assert (first.digest, first.diff_id, first.size) == (second.digest, second.diff_id, second.size)
+    blob = (tmp_path / "a").read_bytes()
+    assert Digest.of(blob) == first.digest
+    import gzip
+
+    raw = gzip.decompress(blob)
+    assert Digest.of(raw) == first.diff_id
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = tf.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names)
+        assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
+        assert {m.mode for m in members if m.isfile()} <= {0o644, 0o755}
+        assert all(m.mode == 0o755 for m in members if m.isdir())
+        link = tf.getmember("wheels-v8/pypi/x/1.0-py3-none-any")
+        assert link.issym() and link.linkname == "../../../archive-v0/x"
+        for e in entries:
+            if e.source is not None:
+                assert tf.extractfile(e.path).read() == e.source.read_bytes()
+                assert (tf.getmember(e.path).mode == 0o755) == e.executable
+        assert "archive-v0/x/d0" in names and "archive-v0" in names  # parents included
+
+
+def test_golden_base_layer_digest():
+    """The scaffold tar matches the reference normalisation prototype byte for byte; change on purpose only."""
+    buf = io.BytesIO()
+    write_tar(base_tree(UV_0_13_9).entries, buf)
+    assert hashlib.sha256(buf.getvalue()).hexdigest() == \
+        "96bc48ad28787a90b383bde27b26b028a74b7c19e20e86d161845a5fdaa22d3f"
+
+
+def test_pack_memory_does_not_grow_with_layer_size(tmp_path):
+    """A 256 MiB layer packs within a few MiB of extra peak memory (streaming, bounded buffers)."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(256):
+            f.write(random.Random(1).randbytes(1 << 20))
+    script = (
+        "import resource, sys; from pathlib import Path\n"
+        "from ocicache.compress import get_codec; from ocicache.pack import pack_layer; "
+        "from ocicache.tree import file_entry\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "pack_layer([file_entry('archive-v0/x/big.bin', Path(sys.argv[1]))], Path(sys.argv[2]), get_codec('gzip'))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(big), str(tmp_path / "out")], capture_output=True,
+                         text=True, check=True)
+    grown_kib = int(out.stdout)
+    assert grown_kib < 32 * 1024, f"peak RSS grew by {grown_kib} KiB while packing 256 MiB"
+
+
+def test_http_pointer_canonicalisation_round_trip():
+    uri = "https://files.example/packages/six-1.17.0-py2.py3-none-any.whl"
+    payload = b"\x95\xb0" + b"RANDOMarchiveid1" + b"\x91\x81\xa6Sha256\xd9\x40" + b"ab" * 32 + b"\xc0\x00\xc0"
+    original = httpfile.build(payload, b"\x07" * 16, httpfile.synth_policy(uri, ts=1700000000, max_age=60))
+    parsed = httpfile.parse(original)
+    assert parsed.id == "RANDOMarchiveid1" and parsed.sha256 == "ab" * 32 and parsed.uri == uri
+    canonical = parsed.canonical("ab" * 32)
+    again = httpfile.parse(canonical)
+    assert again.id == "ab" * 32 and again.uri == uri and again.sha256 == "ab" * 32
+    assert httpfile.parse(canonical).canonical("ab" * 32) == canonical  # idempotent
+    corrupt = bytearray(canonical)
+    corrupt[-20] ^= 1
+    with pytest.raises(httpfile.HttpFileError, match="checksum"):
+        httpfile.parse(bytes(corrupt))
+    _crc, length = struct.unpack_from("<IQ", canonical, len(canonical) - 12)
+    assert length == len(again.payload)
+
+
+def test_unknown_uv_format_is_refused():
+    assert format_for_uv("0.13.9") is UV_0_13_9
+    with pytest.raises(CacheFormatError, match=r"supported uv versions: 0\.13\.9"):
+        format_for_uv("0.14.0")
+
+
+def test_layout_put_blob_refuses_wrong_bytes_and_leaves_no_temp(tmp_path):
+    with open_layout_for_write(tmp_path / "layout") as layout:
+        good = b"hello"
+        desc = Descriptor(media_type="application/octet-stream", digest=Digest.of(good), size=5)
+        layout.put_blob(desc, lambda: io.BytesIO(good))
+        bad = Descriptor(media_type="application/octet-stream", digest=Digest.of(b"other"), size=5)
+        with pytest.raises(LayoutError):
+            layout.put_blob(bad, lambda: io.BytesIO(good))
+        layout.put_manifest(desc, good, tag="t")
+    names = sorted(p.name for p in (tmp_path / "layout" / "blobs" / "sha256").iterdir())
+    assert names == [desc.digest.hex]
+    assert Layout.open(tmp_path / "layout").resolve("t").digest == desc.digest
+
+
+def test_new_layout_appears_only_when_the_write_completes(tmp_path):
+    with pytest.raises(RuntimeError), open_layout_for_write(tmp_path / "layout") as layout:
+        assert layout.path != tmp_path / "layout"
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_public_api_exports():
+    assert ocicache.__all__ == sorted(ocicache.__all__)
+    assert json.loads(json.dumps(ocicache.__version__)) == ocicache.__version__
