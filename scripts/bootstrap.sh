@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what ocicache needs into .venv (the pinned uv comes with it from PyPI).
+#   scripts/bootstrap.sh          the tool only
+#   scripts/bootstrap.sh --test   also the test extras and the Debian packages the tests drive:
+#                                 docker-registry, skopeo, umoci, buildah, runc, busybox-static, git
+# OCICACHE_VENV=DIR uses an existing, prepared virtualenv instead (nothing is installed into it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+if [ "$with_tests" = 1 ]; then
+  need=()
+  for tool in docker-registry:docker-registry skopeo:skopeo umoci:umoci buildah:buildah runc:runc \
+              busybox:busybox-static git:git chattr:e2fsprogs; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "bootstrap: installing Debian packages: ${need[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+if [ -n "${OCICACHE_VENV:-}" ]; then
+  exit 0
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+extras=""
+[ "$with_tests" = 1 ] && extras="[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
