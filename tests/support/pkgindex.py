@@ -14,6 +14,7 @@ import hashlib
 import html
 import io
 import os
+import shutil
 import tarfile
 import threading
 import zipfile
@@ -208,10 +209,19 @@ class PackageIndex:
                 if len(parts) == 2 and parts[0] == "files":
                     path = index.root / "files" / os.path.basename(parts[1])
                     if path.is_file():
-                        if not getattr(self, "_head_only", False):
-                            index.downloads[path.name] += 1
-                        return self._send(200, path.read_bytes(), "application/octet-stream")
+                        return self._send_file(path)
                 return self._send(404, b"not found", "text/plain")
+
+            def _send_file(self, path: Path) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.end_headers()
+                if getattr(self, "_head_only", False):
+                    return
+                index.downloads[path.name] += 1
+                with open(path, "rb") as f, contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    shutil.copyfileobj(f, self.wfile, 1 << 20)
 
             def _send(self, status: int, body: bytes, ctype: str) -> None:
                 self.send_response(status)

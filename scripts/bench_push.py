@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Benchmark: uv's own cold populate vs `ocicache push` (cold and unchanged), side by side in one run.
+
+For each project (the README's example and a 20+ package data-science service), the script locks
+it against the configured package index, mirrors exactly the artifacts the target needs into a
+local index on 127.0.0.1 (so network speed and caching proxies do not skew the comparison),
+re-locks against that mirror, then measures, --repeat times each, median reported:
+
+  uv cold       `uv sync --frozen --no-install-project` into an empty cache and a new venv
+  push cold     `ocicache push LOCK oci:<new dir>` (its scratch cache is always empty)
+  push again    `ocicache push` of the unchanged lock to the same layout
+
+wall time, peak RSS of the whole process tree (ocicache + uv) and of ocicache's own process.
+Usage: .venv/bin/python scripts/bench_push.py [--repeat N] [--project example|datasci] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PROJECTS = {
+    "example": (REPO / "examples" / "demo" / "pyproject.toml").read_text(),
+    "datasci": """[project]
+name = "datasci-service"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["numpy", "pandas", "scipy", "pyarrow", "matplotlib", "scikit-learn", "requests", "rich",
+                "pydantic", "sqlalchemy", "httpx", "jinja2", "click", "pyyaml"]
+
+[tool.uv]
+package = false
+""",
+}
+# ocicache's own peak: VmHWM belongs to the process's current address space (reset by exec), so unlike
+# ru_maxrss it cannot inherit the launcher's size.
+SELF_RSS = (
+    "import re, sys\n"
+    "from ocicache.cli import main\n"
+    "code = main(sys.argv[2:])\n"
+    "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+    "open(sys.argv[1], 'w').write(hwm)\n"
+    "raise SystemExit(code)\n"
+)
+
+
+def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of the process tree."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{stderr}")
+    return elapsed, usage.ru_maxrss
+
+
+def mirror(project: str, workdir: Path, uv: Path) -> None:
+    """Lock `project` upstream and download the artifacts the target needs (run as a subprocess)."""
+    import httpx
+
+    from ocicache.lock import read_lock
+    from ocicache.populate import Narrowing, export_pylock, find_uv
+    from ocicache.selection import select_packages
+    from ocicache.target import make_target
+    from tests.support.pkgindex import PackageIndex
+
+    upstream = workdir / f"{project}-upstream"
+    upstream.mkdir(parents=True, exist_ok=True)
+    (upstream / "pyproject.toml").write_text(PROJECTS[project])
+    subprocess.run([str(uv), "lock", "--quiet"], cwd=upstream, check=True)
+    lock = read_lock(upstream / "uv.lock")
+    tool = find_uv(uv)
+    target = make_target(platform=None, python=None, python_platform=None, requires_python=lock.requires_python)
+    pylock = export_pylock(tool, lock.path, Narrowing(), workdir / "export-cache")
+    selection = select_packages(pylock, lock, target)
+    index = PackageIndex(workdir / f"{project}-mirror")
+    with httpx.Client(follow_redirects=True, timeout=120) as client:
+        for sel in selection.selected:
+            path = index.root / "files" / sel.artifact
+            if path.exists():
+                continue
+            artifacts = [*sel.package.wheels, *([sel.package.sdist] if sel.package.sdist else [])]
+            url = next(a.url for a in artifacts if a.filename == sel.artifact and a.url)
+            with client.stream("GET", url) as resp, open(path, "wb") as out:
+                resp.raise_for_status()
+                for chunk in resp.iter_bytes(1 << 20):
+                    out.write(chunk)
+
+
+def serve(root: Path) -> None:
+    """Serve a mirror on 127.0.0.1 until stdin closes (run as a subprocess); print its URL."""
+    from tests.support.pkgindex import PackageIndex
+
+    index = PackageIndex(root)
+    print(index.serve(), flush=True)
+    sys.stdin.read()
+    index.close()
+
+
+def relock(project: str, workdir: Path, uv: Path, url: str) -> Path:
+    local = workdir / f"{project}-local"
+    local.mkdir(exist_ok=True)
+    (local / "pyproject.toml").write_text(
+        PROJECTS[project] + f'\n[[tool.uv.index]]\nname = "mirror"\nurl = "{url}"\ndefault = true\n')
+    (local / "uv.lock").unlink(missing_ok=True)
+    subprocess.run([str(uv), "lock", "--quiet"], cwd=local, check=True,
+                   env={**os.environ, "UV_CACHE_DIR": str(workdir / "lock-cache")})
+    return local / "uv.lock"
+
+
+def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
+    """Measure one project. This process stays small (stdlib only): children's ru_maxrss starts
+    from the launcher's size at fork, so heavy work (downloads, serving) runs in subprocesses."""
+    uv = Path(REPO / ".venv" / "bin" / "uv")
+    subprocess.run([sys.executable, __file__, "--mirror", project, "--workdir", str(workdir)], check=True)
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(workdir / f"{project}-mirror")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    lock = relock(project, workdir, uv, server.stdout.readline().strip())
+    env = {**os.environ, "UV_LINK_MODE": "copy"}
+    results: dict[str, list[tuple[float, int, int]]] = {"uv cold": [], "push cold": [], "push again": []}
+    for i in range(repeat):
+        scratch = workdir / f"{project}-run{i}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        consumer = scratch / "consumer"
+        consumer.mkdir()
+        shutil.copy(lock.parent / "pyproject.toml", consumer)
+        shutil.copy(lock, consumer)
+        t, rss = run([str(uv), "sync", "--frozen", "--no-install-project", "--quiet"], cwd=consumer,
+                     env={**env, "UV_CACHE_DIR": str(scratch / "uv-cache")})
+        results["uv cold"].append((t, rss, 0))
+        dest = f"oci:{scratch / 'layout'}:bench"
+        for label in ("push cold", "push again"):
+            rss_file = scratch / "self-rss"
+            t, rss = run([sys.executable, "-c", SELF_RSS, str(rss_file), "push", str(lock), dest, "--progress",
+                          "never"], env=env)
+            results[label].append((t, rss, int(rss_file.read_text())))
+    assert server.stdin is not None
+    server.stdin.close()
+    server.wait()
+    size = sum(p.stat().st_size for p in (workdir / f"{project}-run0" / "layout" / "blobs").rglob("*"))
+    packages = lock.read_text().count("[[package]]")
+    return {"project": project, "packages": packages, "image_bytes": size,
+            **{label: {"seconds": statistics.median(r[0] for r in rows),
+                       "tree_rss_mib": max(r[1] for r in rows) / 1024,
+                       "ocicache_rss_mib": max(r[2] for r in rows) / 1024}
+               for label, rows in results.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--project", action="append", choices=sorted(PROJECTS))
+    parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument("--mirror", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.mirror:
+        return mirror(args.mirror, args.workdir, REPO / ".venv" / "bin" / "uv")
+    if args.serve:
+        return serve(args.serve)
+    rows = [bench(p, args.workdir, args.repeat) for p in (args.project or ["example", "datasci"])]
+    print("| project | packages | image | uv cold | push cold | ratio | push again | peak RSS push (ocicache / tree) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        uvc, cold, again = r["uv cold"], r["push cold"], r["push again"]
+        print(f"| {r['project']} | {r['packages']} | {r['image_bytes'] / 2**20:.0f} MiB | {uvc['seconds']:.2f} s "
+              f"| {cold['seconds']:.2f} s | {cold['seconds'] / uvc['seconds']:.2f}x | {again['seconds']:.2f} s "
+              f"| {cold['ocicache_rss_mib']:.0f} / {cold['tree_rss_mib']:.0f} MiB |")
+    print()
+    print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
