@@ -56,10 +56,10 @@ class Narrowing:
             args.append("--all-extras")
         if self.groups:
             args += [a for g in self.groups for a in ("--group", g)]
-        elif self.all_groups and not self.no_dev:
+        elif self.all_groups:
             args.append("--all-groups")
         if self.no_dev:
-            args.append("--no-dev")
+            args += ["--no-group", "dev"] if self.all_groups and not self.groups else ["--no-dev"]
         return args
 
     def describe(self) -> dict[str, object]:

@@ -78,7 +78,7 @@ def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
         elif isinstance(choice, PackageSdist):
             selected.append(_artifact(locked, "sdist", choice.filename, choice.hashes))
         elif isinstance(choice, PackageVcs) and choice.type == "git":
-            url = choice.url or ""
+            url = _without_credentials(choice.url or "")
             selected.append(Selected(package=locked, kind="git", artifact=url, sha256=None,
                                      commit=choice.commit_id))
         else:
@@ -91,6 +91,16 @@ def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
             skipped.append(f"{pkg.name}: {pkg.source.kind} source (uv rebuilds it from the project in the container)")
     selected.sort(key=lambda s: (s.name, s.version))
     return Selection(selected=tuple(selected), skipped=tuple(sorted(skipped)))
+
+
+def _without_credentials(url: str) -> str:
+    """Git URLs may carry a token (https://<token>@host/...): it must never reach an annotation."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _artifact(locked: LockedPackage, kind: ArtifactKind, name: str | None,

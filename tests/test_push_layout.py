@@ -182,3 +182,20 @@ def test_inspect_table_and_json(make_project, tmp_path):
     assert heavy[0]["packages"][0]["hash"].startswith("sha256:")
     table = ocicache("inspect", f"oci:{layout}:v1").stdout
     assert "heavy 1.0" in table and pushed["manifest_digest"] in table and "0.13.9" in table
+
+
+def test_every_extra_and_group_by_default_and_narrowing(make_project, tmp_path):
+    lock = make_project(tmp_path / "project", ["small-a"], extras={"fast": ["heavy"]},
+                        groups={"dev": ["small-c"], "docs": ["small-b"]})
+    layout = tmp_path / "layout"
+
+    def packages(*args: str) -> list[str]:
+        result = ocicache("push", lock, f"oci:{layout}:t", "--json", *args).json()
+        return sorted(p for layer in result["layers"] for p in layer["packages"])
+
+    assert packages() == ["heavy", "small-a", "small-b", "small-c"]
+    assert packages("--no-dev") == ["heavy", "small-a", "small-b"]
+    # as with `uv sync --group docs`, the default group (dev) stays in unless --no-dev
+    assert packages("--group", "docs") == ["heavy", "small-a", "small-b", "small-c"]
+    assert packages("--group", "docs", "--no-dev") == ["heavy", "small-a", "small-b"]
+    assert packages("--extra", "fast", "--group", "dev") == ["heavy", "small-a", "small-c"]

@@ -286,3 +286,20 @@ def test_new_layout_appears_only_when_the_write_completes(tmp_path):
 def test_public_api_exports():
     assert ocicache.__all__ == sorted(ocicache.__all__)
     assert json.loads(json.dumps(ocicache.__version__)) == ocicache.__version__
+
+
+def test_git_urls_lose_their_credentials_before_reaching_annotations():
+    from ocicache.selection import _without_credentials
+
+    assert _without_credentials("https://x-token:s3cret@git.example/org/repo") == "https://git.example/org/repo"
+    assert _without_credentials("file:///tmp/repo") == "file:///tmp/repo"
+
+
+def test_narrowing_maps_to_uv_export_flags():
+    from ocicache.populate import Narrowing
+
+    assert Narrowing().export_args() == ["--all-packages", "--all-extras", "--all-groups"]
+    assert Narrowing(no_dev=True).export_args() == ["--all-packages", "--all-extras", "--all-groups",
+                                                    "--no-group", "dev"]
+    assert Narrowing(packages=("api",), extras=("s3",), groups=("lint",)).export_args() == \
+        ["--package", "api", "--extra", "s3", "--group", "lint"]
