@@ -28,6 +28,14 @@ class LayerDescription:
     key: str
     packages: tuple[dict[str, object], ...]  # PackageTree.to_annotation() of each member
 
+    @classmethod
+    def from_descriptor(cls, desc: Descriptor) -> LayerDescription:
+        """A layer known from an ocicache manifest, unchanged."""
+        ann = desc.annotations
+        return cls(digest=desc.digest, diff_id=Digest(ann[oci.A_LAYER_DIFF_ID]), size=desc.size,
+                   media_type=desc.media_type, kind=ann.get(oci.A_LAYER_KIND, "bucket"), key=ann[oci.A_LAYER_KEY],
+                   packages=tuple(json.loads(ann.get(oci.A_LAYER_PACKAGES, "[]"))))
+
     def descriptor(self) -> Descriptor:
         annotations = {oci.A_LAYER_KIND: self.kind, oci.A_LAYER_KEY: self.key,
                        oci.A_LAYER_DIFF_ID: str(self.diff_id)}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .dest.registry import RegistryOptions
 from .errors import OcicacheError, UsageError
 from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP
 from .populate import Narrowing
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn a uv.lock into an OCI image whose filesystem is a uv cache, one layer per "
                     "big package, so Docker builds install without downloading.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ocicache {__version__} (uv {PINNED_UV_VERSION})")
+    parser.add_argument("--version", action="version",
+                        version=f"ocicache {__version__} (uv {PINNED_UV_VERSION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     push = sub.add_parser(
@@ -59,10 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read LOCK, fill a uv cache for the exact target, split it into deterministic "
                     "per-package layers and write the image to DEST.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="DEST is oci:DIR[:TAG] (an OCI image layout directory, tag 'latest' by default).\n"
+        epilog="DEST is oci:DIR[:TAG] (an OCI image layout directory) or REGISTRY/REPO[:TAG];\n"
+               "the tag is 'latest' by default.\n"
                "Same lock + same target + same options give the same manifest digest.")
     push.add_argument("lock", type=Path, metavar="LOCK", help="the project's uv.lock (its pyproject.toml beside it)")
-    push.add_argument("destination", metavar="DEST", help="oci:DIR[:TAG]")
+    push.add_argument("destination", metavar="DEST", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG]")
     tgt = push.add_argument_group("target (match the image your Dockerfile builds on)")
     tgt.add_argument("--platform", help="OCI platform: linux/amd64 or linux/arm64 (default: this machine's)")
     tgt.add_argument("--python", help="CPython version of the target, 3.Y or 3.Y.Z (default: the lowest "
@@ -85,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packages at least this big (unpacked) get a layer of their own (default: 1MiB)")
     lay.add_argument("--compression", choices=["gzip", "zstd"], default="gzip",
                      help="layer codec (default: gzip, readable by every builder)")
+    reuse = push.add_argument_group("reuse (known packages are neither downloaded nor built; blobs are mounted)")
+    reuse.add_argument("--cache-from", action="append", default=[], metavar="REF",
+                       help="an earlier cache image whose layers may be reused (repeatable; any repository "
+                            "of the registry, or oci:DIR:TAG)")
+    reuse.add_argument("--pool", metavar="REGISTRY/REPO",
+                       help="a shared repository where every pushed layer stays findable by its reuse key; "
+                            "looked up before populating and updated after pushing")
+    _registry_arguments(push)
     push.add_argument("--uv", type=Path, metavar="PATH",
                       help=f"uv executable (default: the pinned uv {PINNED_UV_VERSION}; supported: "
                            f"{', '.join(sorted(SUPPORTED_FORMATS))})")
@@ -94,9 +105,51 @@ def build_parser() -> argparse.ArgumentParser:
                       help="progress lines on stderr (default: only on a terminal)")
 
     insp = sub.add_parser("inspect", help="show the layers, packages, sizes, uv version and target of an image")
-    insp.add_argument("reference", metavar="REF", help="oci:DIR[:TAG]")
+    insp.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
     insp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _registry_arguments(insp)
+
+    pull = sub.add_parser(
+        "pull", help="write a cache image's uv cache into a directory (CI without Docker)",
+        description="Download every layer of REF, verify each digest, and merge the cache into DIR "
+                    "(created if missing). Unsafe paths and links are refused.")
+    pull.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
+    pull.add_argument("directory", type=Path, metavar="DIR", help="the uv cache directory, e.g. ~/.cache/uv")
+    pull.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _registry_arguments(pull)
+
+    copy = sub.add_parser("copy", help="copy an image between a layout and a registry (blobs mounted or streamed)")
+    copy.add_argument("source", metavar="SRC", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
+    copy.add_argument("destination", metavar="DEST", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG]")
+    copy.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _registry_arguments(copy)
     return parser
+
+
+def _registry_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("registry access (credentials also from docker config.json and helpers)")
+    group.add_argument("--username", help="registry user (with --password-stdin)")
+    group.add_argument("--password-stdin", action="store_true", help="read the password or token from stdin")
+    group.add_argument("--ca-cert", type=Path, metavar="FILE", help="trust this CA for the registry's TLS certificate")
+    group.add_argument("--insecure", action="store_true",
+                       help="allow plain HTTP and unverified TLS (loopback registries may use HTTP anyway)")
+    group.add_argument("--registry-jobs", type=int, default=4, metavar="N", help="concurrent blob uploads (default: 4)")
+
+
+def _registry_options(args: argparse.Namespace) -> RegistryOptions:
+    password = None
+    if args.password_stdin:
+        if not args.username:
+            raise UsageError("--password-stdin needs --username")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("--password-stdin: nothing on standard input")
+    elif args.username:
+        raise UsageError("--username needs --password-stdin (passwords are never taken as arguments)")
+    if args.registry_jobs < 1:
+        raise UsageError("--registry-jobs must be at least 1")
+    return RegistryOptions(insecure=args.insecure, ca_cert=args.ca_cert, username=args.username,
+                           password=password, jobs=args.registry_jobs)
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -109,33 +162,74 @@ def _push(args: argparse.Namespace) -> int:
     opts = PushOptions(lock=args.lock, destination=args.destination, platform=args.platform,
                        python=args.python, python_platform=args.python_platform, narrowing=narrowing,
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
-                       compression=args.compression, uv=args.uv, jobs=args.jobs)
+                       compression=args.compression, uv=args.uv, jobs=args.jobs,
+                       cache_from=tuple(args.cache_from), pool=args.pool, registry=_registry_options(args))
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     result = push(opts, Progress(enabled=enabled))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
-        packages = sum(len(layer["packages"]) for layer in result.layers)
-        print(f"pushed {result.reference}@{result.manifest_digest}")
-        print(f"  {packages} packages in {len(result.layers)} layers; {result.blobs_written} new blobs "
-              f"({result.bytes_written} bytes written), {result.seconds:.1f}s")
-        for note in result.skipped:
+        r = result
+        packages = sum(len(layer["packages"]) for layer in r.layers)
+        print(f"pushed {r.reference}@{r.manifest_digest}")
+        print(f"  {packages} packages in {len(r.layers)} layers: {r.layers_built} built, {r.layers_reused} reused")
+        print(f"  packages downloaded or built by uv: {r.packages_populated}; re-bundled from known layers: "
+              f"{r.packages_extracted}")
+        print(f"  blobs: {r.blobs_uploaded} uploaded ({_human(r.bytes_uploaded)}), {r.blobs_mounted} mounted, "
+              f"{r.blobs_present} already there; {r.seconds:.1f}s")
+        if r.pool_tags_written:
+            print(f"  pool: {r.pool_tags_written} keys published")
+        for note in r.skipped:
             print(f"  left out: {note}")
     return 0
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from .inspect import format_table, inspect_ref
 
-    info = inspect_ref(args.reference)
+    info = inspect_ref(args.reference, _registry_options(args))
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_table(info))
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from .pull import pull
+
+    result = pull(args.reference, args.directory, _registry_options(args))
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(f"pulled {result['reference']}@{result['manifest_digest']} into {result['directory']}: "
+              f"{result['layers']} layers verified, {result['files']} files, {_human(result['bytes'])} downloaded")
+    return 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    from .copy import copy_image
+
+    result = copy_image(args.source, args.destination, _registry_options(args))
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(f"copied {result['source']} to {result['destination']}@{result['manifest_digest']}: "
+              f"{result['blobs_uploaded']} blobs uploaded ({_human(result['bytes_uploaded'])}), "
+              f"{result['blobs_mounted']} mounted, {result['blobs_present']} already there")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"push": _push, "inspect": _inspect}[args.command](args)
+        return {"push": _push, "inspect": _inspect, "pull": _pull, "copy": _copy}[args.command](args)
     except OcicacheError as exc:
         print(f"ocicache: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -6,25 +6,37 @@ import json
 from typing import Any
 
 from . import oci
-from .dest.layout import Layout
-from .errors import LayoutError, UsageError
-from .oci import Digest
-from .refs import LayoutRef, parse_ref
+from .dest import ImageSource
+from .dest.registry import RegistryOptions
+from .endpoints import Endpoints
+from .errors import OcicacheError
+from .oci import Descriptor, Digest
 
 __all__ = ["describe", "format_table", "inspect_ref"]
 
 
-def inspect_ref(value: str) -> dict[str, Any]:
-    ref = parse_ref(value)
-    if not isinstance(ref, LayoutRef):
-        raise UsageError(f"{ref}: inspecting a registry image is not supported yet; use oci:DIR[:TAG]")
-    layout = Layout.open(ref.path)
-    desc = layout.resolve(ref.tag)
-    if desc.media_type != oci.MANIFEST_MEDIA_TYPE:
-        raise LayoutError(f"{ref}: {desc.media_type} is not an image manifest")
-    manifest = json.loads(layout.read_blob(desc.digest))
-    config = json.loads(layout.read_blob(Digest(manifest["config"]["digest"])))
+def inspect_ref(value: str, options: RegistryOptions | None = None) -> dict[str, Any]:
+    with Endpoints(options or RegistryOptions()) as endpoints:
+        source, tag, ref = endpoints.source(value)
+        desc, manifest = read_manifest(source, tag, str(ref))
+        config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
     return describe(str(ref), str(desc.digest), manifest, config)
+
+
+def read_manifest(source: ImageSource, tag: str, where: str) -> tuple[Descriptor, dict[str, Any]]:
+    """The image manifest at `tag`; a clear error for a missing tag or an index/foreign document."""
+    found = source.get_manifest(tag)
+    if found is None:
+        raise OcicacheError(f"{where}: no such image")
+    desc, body = found
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        raise OcicacheError(f"{where}: the manifest is not JSON") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list) or \
+            "config" not in manifest:
+        raise OcicacheError(f"{where}: not an image manifest ({desc.media_type})")
+    return desc, manifest
 
 
 def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

@@ -1,55 +1,145 @@
-"""Layers already known, by reuse key: what a push can take instead of downloading and packing.
+"""Layers already known, by reuse key: what a push takes instead of downloading and packing.
 
-Sources are image manifests written by ocicache (for now the destination tag's current manifest).
-Every layer carries its key and, per package, the package key and unpacked size, so a push can plan
-exactly as if it had populated the package, and reuse the layer descriptor unchanged when the planned
-group's key matches. Same key ⇒ same bytes (contract 4), so reused and rebuilt images are identical.
+Sources are ocicache images: the destination tag's current image, `--cache-from` images and the
+pool. Every layer carries its key and diff_id, and per package its key, unpacked size and the cache
+paths it owns, so a push can plan exactly as if it had populated the package, reuse a layer
+descriptor unchanged when a planned group's key matches, and take a package out of a known bundle
+layer (instead of the package index) when its bundle must be rebuilt. Same key ⇒ same bytes
+(contract 4), so reused and rebuilt images are identical.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import oci
-from .oci import Descriptor
+from .dest import ImageSource
+from .errors import OcicacheError
+from .oci import Descriptor, Digest
+from .tree import Entry, PackageRef, PackageTree, walk_tree
+from .unpack import extract_members, open_layer
 
-__all__ = ["KnownLayers", "known_layers_from_manifests"]
+__all__ = ["KnownLayer", "KnownLayers", "KnownPackage", "extract_known_packages"]
 
 
 @dataclass(frozen=True, slots=True)
+class KnownLayer:
+    descriptor: Descriptor
+    origin: ImageSource  # where its blob can be mounted or copied from
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPackage:
+    ref: PackageRef
+    size: int
+    paths: tuple[str, ...]
+    layer: KnownLayer
+
+
+@dataclass
 class KnownLayers:
-    by_layer_key: dict[str, Descriptor] = field(default_factory=dict)
-    package_sizes: dict[str, int] = field(default_factory=dict)  # package key → unpacked size
+    layers: dict[str, KnownLayer] = field(default_factory=dict)  # by layer key
+    packages: dict[str, KnownPackage] = field(default_factory=dict)  # by package key
 
-    def layer(self, key: str) -> Descriptor | None:
-        return self.by_layer_key.get(key)
+    def layer(self, key: str) -> KnownLayer | None:
+        return self.layers.get(key)
 
-    def knows_package(self, key: str) -> bool:
-        return key in self.package_sizes
-
-
-def known_layers_from_manifests(manifests: Iterable[dict[str, Any]]) -> KnownLayers:
-    """Index ocicache layers of `manifests` by layer key and package key; foreign layers are ignored."""
-    known = KnownLayers()
-    for manifest in manifests:
-        for raw in manifest.get("layers", []):
+    def add_manifest(self, manifest: dict[str, Any], origin: ImageSource) -> int:
+        """Index the ocicache layers of `manifest` (first source wins); return how many were new."""
+        added = 0
+        for raw in manifest.get("layers", []) if isinstance(manifest, dict) else []:
             try:
                 desc = Descriptor.from_json(raw)
             except (KeyError, TypeError, ValueError):
                 continue
             key = desc.annotations.get(oci.A_LAYER_KEY)
-            diff_id = desc.annotations.get(oci.A_LAYER_DIFF_ID, "")
-            if not key or not diff_id.startswith("sha256:"):
-                continue
-            known.by_layer_key.setdefault(key, desc)
-            try:
-                packages = json.loads(desc.annotations.get(oci.A_LAYER_PACKAGES, "[]"))
-            except ValueError:
-                continue
-            for pkg in packages if isinstance(packages, list) else []:
-                if isinstance(pkg, dict) and isinstance(pkg.get("key"), str) and isinstance(pkg.get("size"), int):
-                    known.package_sizes.setdefault(pkg["key"], pkg["size"])
-    return known
+            if not key or not desc.annotations.get(oci.A_LAYER_DIFF_ID, "").startswith("sha256:"):
+                continue  # not ours, or from before diff-ids were annotated
+            if key not in self.layers:
+                added += 1
+                self.layers[key] = KnownLayer(desc, origin)
+            known = self.layers[key]
+            for pkg in _packages(desc):
+                if pkg["key"] not in self.packages:
+                    ref = PackageRef(name=pkg["name"], version=pkg["version"], artifact=pkg["artifact"],
+                                     hash=pkg["hash"], key=pkg["key"])
+                    self.packages[pkg["key"]] = KnownPackage(ref, pkg["size"], tuple(pkg["paths"]), known)
+        return added
+
+
+def _packages(desc: Descriptor) -> list[dict[str, Any]]:
+    try:
+        packages = json.loads(desc.annotations.get(oci.A_LAYER_PACKAGES, "[]"))
+    except ValueError:
+        return []
+    fields = {"name": str, "version": str, "artifact": str, "hash": str, "key": str, "size": int, "paths": list}
+    return [p for p in packages if isinstance(p, dict)
+            and all(isinstance(p.get(k), t) for k, t in fields.items())] if isinstance(packages, list) else []
+
+
+def read_image_manifest(source: ImageSource, tag: str) -> dict[str, Any] | None:
+    """The image manifest at `tag` of `source`, or None if there is none (or it is not an image)."""
+    found = source.get_manifest(tag)
+    if found is None:
+        return None
+    _desc, body = found
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict) or "layers" not in manifest:
+        return None
+    return manifest
+
+
+def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list[PackageTree]:
+    """Trees for packages taken out of their known layers: one verified download per layer.
+
+    The layer is already canonical, so the extracted files re-pack to the same bytes.
+    """
+    by_layer: dict[Digest, list[KnownPackage]] = {}
+    for pkg in known:
+        by_layer.setdefault(pkg.layer.descriptor.digest, []).append(pkg)
+    trees = []
+    for digest, packages in sorted(by_layer.items()):
+        layer = packages[0].layer
+        out = scratch / "extracted" / digest.hex
+        out.mkdir(parents=True, exist_ok=True)
+        prefixes = tuple(p for pkg in packages for p in pkg.paths)
+
+        def wanted(name: str, prefixes: tuple[str, ...] = prefixes) -> bool:
+            return any(name == p or name.startswith(p + "/") for p in prefixes)
+
+        with open_layer(lambda layer=layer: layer.origin.open_blob(layer.descriptor.digest), layer.descriptor,
+                        where=f"known layer {digest}") as tf:
+            extract_members(tf, out, f"known layer {digest}", wanted)
+        for pkg in packages:
+            entries: list[Entry] = []
+            for path in pkg.paths:
+                full = out / path
+                if full.is_symlink():
+                    entries.append(Entry(path=path, kind="symlink", link=os.readlink(full)))
+                elif full.is_dir():
+                    entries += walk_tree(full, path)
+                elif full.is_file():
+                    st = full.stat()
+                    entries.append(Entry(path=path, kind="file", source=full, size=st.st_size,
+                                         executable=bool(st.st_mode & 0o111)))
+                else:
+                    raise OcicacheError(f"known layer {digest} lacks {path} of {pkg.ref.name}")
+            tree = PackageTree(package=pkg.ref, entries=tuple(entries))
+            if tree.size != pkg.size:
+                raise OcicacheError(f"known layer {digest}: {pkg.ref.name} has {tree.size} bytes, "
+                                    f"its annotation says {pkg.size}")
+            trees.append(tree)
+    return trees
+
+
+def cleanup(scratch: Path) -> None:
+    shutil.rmtree(scratch / "extracted", ignore_errors=True)

@@ -76,9 +76,15 @@ class PackageTree:
     def is_placeholder(self) -> bool:
         return self.known_size is not None and not self.entries
 
+    def owned_paths(self) -> list[str]:
+        """The roots of this tree: entries whose parent is not itself an entry (what a bundle
+        layer's extraction selects; a directory root stands for everything under it)."""
+        paths = {e.path for e in self.entries}
+        return sorted(p for p in paths if p.rsplit("/", 1)[0] not in paths or "/" not in p)
+
     def to_annotation(self) -> dict[str, object]:
         assert self.package is not None
-        return {**self.package.to_json(), "size": self.size}
+        return {**self.package.to_json(), "size": self.size, "paths": self.owned_paths()}
 
     @property
     def name(self) -> str:

@@ -1,28 +1,35 @@
-"""Where an image goes: one small protocol, two implementations (layout directory; registry next).
+"""Where images go and come from: small protocols, two implementations (layout, registry).
 
 The order lives here, not in the destinations (as in go-containerregistry's `remote.Write`):
-every blob first, then the config, then the manifest, and the tag last, so an interrupted write
-never leaves a tag pointing at missing data.
+every blob first (concurrently, each digest once), then the config, then the manifest under its
+tag, so an interrupted write never leaves a tag pointing at missing data.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from ..assemble import Image
 from ..oci import Descriptor, Digest
 
-__all__ = ["BlobSource", "Destination", "FileBlobSink", "write_image"]
-
-BlobSource = tuple[Descriptor, Path]
+__all__ = ["BlobOrigin", "Destination", "FileBlobSink", "ImageSource", "Mounter", "WriteReport", "write_image"]
 
 
 class Destination(Protocol):
     def has_blob(self, digest: Digest) -> bool: ...
     def put_blob(self, desc: Descriptor, open_blob: Callable[[], BinaryIO]) -> None: ...
     def put_manifest(self, desc: Descriptor, body: bytes, *, tag: str | None = None) -> None: ...
+
+
+class ImageSource(Protocol):
+    def get_manifest(self, ref: str) -> tuple[Descriptor, bytes] | None: ...
+    def read_blob(self, digest: Digest, limit: int = ...) -> bytes: ...
+    def open_blob(self, digest: Digest) -> BinaryIO: ...
 
 
 @runtime_checkable
@@ -32,20 +39,87 @@ class FileBlobSink(Protocol):
     def put_blob_file(self, desc: Descriptor, path: Path) -> None: ...
 
 
-def write_image(dest: Destination, image: Image, blobs: Iterable[BlobSource], tag: str,
-                on_blob: Callable[[Descriptor, bool], None] = lambda _d, _new: None) -> None:
-    """Write the layer blobs, the config, then the manifest under `tag`."""
-    for desc, path in blobs:
-        if dest.has_blob(desc.digest):
-            on_blob(desc, False)
-            continue
-        if isinstance(dest, FileBlobSink):
-            dest.put_blob_file(desc, path)
-        else:
-            dest.put_blob(desc, lambda p=path: open(p, "rb"))  # noqa: SIM115 (an opener)
-        on_blob(desc, True)
-    if not dest.has_blob(image.config_descriptor.digest):
-        import io
+@runtime_checkable
+class Mounter(Protocol):
+    """Optional fast path: cross-repository mount within one registry."""
 
-        dest.put_blob(image.config_descriptor, lambda: io.BytesIO(image.config))
+    client: object
+    repository: str
+
+    def mount_blob(self, desc: Descriptor, from_repo: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BlobOrigin:
+    """Where a blob's bytes can be had: a local file, or an image source that holds it."""
+
+    path: Path | None = None
+    source: ImageSource | None = None
+
+
+Outcome = Literal["present", "mounted", "uploaded"]
+
+
+@dataclass
+class WriteReport:
+    outcomes: dict[Digest, Outcome] = field(default_factory=dict)
+    sizes: dict[Digest, int] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for o in self.outcomes.values() if o == outcome)
+
+    def bytes(self, outcome: Outcome) -> int:
+        return sum(self.sizes[d] for d, o in self.outcomes.items() if o == outcome)
+
+
+def _same_registry(dest: object, source: object) -> bool:
+    return isinstance(dest, Mounter) and isinstance(source, Mounter) and \
+        getattr(dest.client, "host", None) == getattr(source.client, "host", None)
+
+
+def put_one(dest: Destination, desc: Descriptor, origin: BlobOrigin) -> Outcome:
+    """Make one blob exist at `dest`: already there, mounted, or uploaded from its origin."""
+    if dest.has_blob(desc.digest):
+        return "present"
+    source = origin.source
+    if source is not None and _same_registry(dest, source):
+        assert isinstance(dest, Mounter) and isinstance(source, Mounter)
+        if source.repository == dest.repository or dest.mount_blob(desc, source.repository):
+            return "mounted"
+    if origin.path is not None:
+        if isinstance(dest, FileBlobSink):
+            dest.put_blob_file(desc, origin.path)
+        else:
+            path = origin.path
+            dest.put_blob(desc, lambda: open(path, "rb"))  # noqa: SIM115 (an opener)
+    elif source is not None:
+        src = source
+        dest.put_blob(desc, lambda: src.open_blob(desc.digest))
+    else:
+        raise ValueError(f"no origin for blob {desc.digest}")
+    return "uploaded"
+
+
+def write_image(dest: Destination, image: Image, blobs: Iterable[tuple[Descriptor, BlobOrigin]], tag: str,
+                *, jobs: int = 4, on_blob: Callable[[Descriptor, Outcome], None] = lambda _d, _o: None
+                ) -> WriteReport:
+    """Write the layer blobs (concurrently, each digest once), the config, then the manifest."""
+    unique: dict[Digest, tuple[Descriptor, BlobOrigin]] = {}
+    for desc, origin in blobs:
+        unique.setdefault(desc.digest, (desc, origin))
+    report = WriteReport()
+
+    def one(item: tuple[Descriptor, BlobOrigin]) -> None:
+        desc, origin = item
+        outcome = put_one(dest, desc, origin)
+        report.outcomes[desc.digest] = outcome
+        report.sizes[desc.digest] = desc.size
+        on_blob(desc, outcome)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, unique.values()))  # re-raises the first failure; no manifest then
+    config = image.config_descriptor
+    if not dest.has_blob(config.digest):
+        dest.put_blob(config, lambda: io.BytesIO(image.config))
     dest.put_manifest(image.manifest_descriptor, image.manifest, tag=tag)
+    return report

@@ -79,6 +79,27 @@ class Layout:
         known = ", ".join(self.tags()) or "none"
         raise LayoutError(f"{self.path}: no tag {tag!r} (tags: {known})")
 
+    def get_manifest(self, ref: str) -> tuple[Descriptor, bytes] | None:
+        """The manifest at a tag or digest, or None if the layout has no such tag."""
+        if ref.startswith("sha256:"):
+            desc = next((Descriptor.from_json(m) for m in self.read_index()["manifests"]
+                         if m.get("digest") == ref), None)
+        else:
+            desc = next((Descriptor.from_json(m) for m in self.read_index()["manifests"]
+                         if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == ref), None)
+        if desc is None:
+            return None
+        return desc, self.read_blob(desc.digest)
+
+    def open_blob(self, digest: Digest) -> BinaryIO:
+        try:
+            return open(self.blob_path(digest), "rb")
+        except FileNotFoundError:
+            raise LayoutError(f"{self.path}: blob {digest} is missing") from None
+
+    def __str__(self) -> str:
+        return f"oci:{self.path}"
+
     def read_blob(self, digest: Digest, limit: int = 64 << 20) -> bytes:
         """Read a small blob (manifest, config) and verify its digest."""
         path = self.blob_path(digest)

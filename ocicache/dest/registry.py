@@ -1,0 +1,427 @@
+"""An OCI distribution registry over httpx: a destination and an image source.
+
+Upload of one blob is a unit that is retried whole (ggcr's `uploadOne`): HEAD (skip if present),
+POST (optionally a cross-repository mount, falling back to the upload session the registry opens,
+or to a plain upload when it answers 401/403/404 for the source), then a streamed PUT `?digest=`,
+or PATCH chunks for big blobs or when the registry asks for a minimum chunk length. An interrupted
+chunked upload resumes from the offset the registry reports (GET on the session). Transient failures
+(connection errors, 5xx, 429) are retried with exponential backoff, honouring Retry-After. Manifests
+are written only by `dest.write_image`, after every blob exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import ipaddress
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import httpx
+
+from .. import oci
+from ..auth import AuthError, RegistryAuth, load_credentials
+from ..errors import DestinationError
+from ..oci import Descriptor, Digest
+
+__all__ = ["Registry", "RegistryClient", "RegistryError", "RegistryOptions"]
+
+T = TypeVar("T")
+_ERROR_BODY_LIMIT = 64 * 1024
+_STREAM_CHUNK = 1 << 20
+_MAX_RETRY_AFTER = 60.0
+ACCEPT_MANIFESTS = ", ".join([oci.MANIFEST_MEDIA_TYPE, oci.INDEX_MEDIA_TYPE,
+                              "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+class RegistryError(DestinationError):
+    """A registry said no. `temporary` errors are retried; the message never holds a secret."""
+
+    def __init__(self, message: str, *, status: int | None = None, codes: tuple[str, ...] = (),
+                 temporary: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = codes
+        self.temporary = temporary
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryOptions:
+    insecure: bool = False  # allow plain HTTP (and unverified TLS) for this registry
+    ca_cert: Path | None = None
+    username: str | None = None
+    password: str | None = None
+    jobs: int = 4  # concurrent blob uploads, like ggcr's default
+    chunk_size: int = 64 << 20
+    chunked_above: int = 1 << 30  # one streamed PUT below this: fastest; PATCH chunks above it
+    attempts: int = 5
+    backoff: float = 0.5
+    timeout: float = 120.0
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _redact(url: httpx.URL | str) -> str:
+    """Path only: upload locations carry opaque state, and URLs may carry credentials."""
+    u = httpx.URL(str(url))
+    return f"{u.host}{':' + str(u.port) if u.port else ''}{u.path}"
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
+    except ValueError:
+        return None
+
+
+def check_response(resp: httpx.Response, *expected: int, what: str) -> httpx.Response:
+    """The only place a status becomes an error (ggcr's transport.CheckError)."""
+    if resp.status_code in expected:
+        return resp
+    codes: tuple[str, ...] = ()
+    detail = ""
+    try:
+        body = resp.read()[:_ERROR_BODY_LIMIT] if not resp.is_stream_consumed else b""
+        import json
+
+        errors = json.loads(body).get("errors") or []
+        codes = tuple(str(e.get("code")) for e in errors)
+        detail = "; ".join(str(e.get("message")) for e in errors if e.get("message"))
+    except Exception:
+        pass
+    status = resp.status_code
+    temporary = status >= 500 or status == 429
+    if status == 401:
+        hint = "authentication failed (check the username and password, or docker login)"
+    elif status == 403 or "DENIED" in codes:
+        hint = "access denied (no push rights to this repository?)"
+    elif status == 404:
+        hint = "not found"
+    else:
+        hint = f"HTTP {status}"
+    extra = f" [{', '.join(codes)}{': ' + detail if detail else ''}]" if codes else ""
+    raise RegistryError(f"{what}: {hint}{extra} ({resp.request.method} {_redact(resp.request.url)})",
+                        status=status, codes=codes, temporary=temporary, retry_after=_retry_after(resp))
+
+
+class RegistryClient:
+    """One registry host: connection, auth, retries. Thread-safe (one httpx.Client)."""
+
+    def __init__(self, host: str, options: RegistryOptions | None = None,
+                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.host = host
+        self.options = options or RegistryOptions()
+        self._sleep = sleep
+        verify: ssl.SSLContext | bool = True
+        if self.options.ca_cert is not None:
+            if not self.options.ca_cert.is_file():
+                raise DestinationError(f"--ca-cert {self.options.ca_cert}: no such file")
+            verify = ssl.create_default_context(cafile=str(self.options.ca_cert))
+        elif self.options.insecure:
+            verify = False
+        try:
+            credentials = load_credentials(host, self.options.username, self.options.password)
+        except AuthError:
+            raise
+        kwargs: dict[str, Any] = {"verify": verify, "timeout": httpx.Timeout(self.options.timeout, connect=15.0),
+                                  "follow_redirects": True, "headers": {"User-Agent": "ocicache"}}
+        if transport is not None:
+            kwargs["transport"] = transport
+        limits = httpx.Limits(max_connections=max(8, self.options.jobs * 2))
+        self._token_client = httpx.Client(**kwargs)
+        self.client = httpx.Client(limits=limits, **kwargs)
+        self.client.auth = RegistryAuth(host, credentials, self._token_client)
+        self.base = f"https://{host}"
+        self._plain_http_allowed = self.options.insecure or _is_loopback(host)
+
+    def close(self) -> None:
+        self.client.close()
+        self._token_client.close()
+
+    # -- transport -------------------------------------------------------------------------
+    def ping(self) -> None:
+        """GET /v2/: picks the scheme (HTTPS, or HTTP where allowed), learns the auth challenge."""
+        url = f"{self.base}/v2/"
+        try:
+            resp = self._send_once("GET", url)
+        except httpx.ConnectError as exc:
+            if not self._plain_http_allowed or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise self._transport_error(exc, "GET", url) from None
+            # --insecure, or a loopback registry (as docker does): fall back to plain HTTP.
+            self.base = f"http://{self.host}"
+            resp = self._send_once("GET", f"{self.base}/v2/", translate=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "GET", url) from None
+        if resp.status_code == 400 and self.base.startswith("http://"):
+            raise RegistryError(f"{self.host}: the registry speaks HTTPS; drop --insecure or give --ca-cert")
+        check_response(resp, 200, 401, what=f"{self.host}")
+
+    def _transport_error(self, exc: Exception, method: str, url: str) -> RegistryError:
+        text = str(exc)
+        if isinstance(exc, httpx.ConnectError) and ("Name or service not known" in text
+                                                    or "nodename nor servname" in text
+                                                    or "Temporary failure in name resolution" in text):
+            return RegistryError(f"{self.host}: unknown host (DNS lookup failed)")
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return RegistryError(f"{self.host}: TLS certificate not trusted (pass --ca-cert FILE, or --insecure)")
+        return RegistryError(f"{self.host}: {type(exc).__name__} during {method} {_redact(url)}", temporary=True)
+
+    def _send_once(self, method: str, url: str, *, translate: bool = False, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            if translate:
+                raise self._transport_error(exc, method, url) from None
+            raise
+
+    def request(self, method: str, url: str, *, what: str, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        """A bodyless or replayable request, retried on transient failures."""
+        return self.retry(lambda: check_response(self._send_once(method, url, translate=True, **kwargs),
+                                                 *expect, what=what), what)
+
+    def retry(self, unit: Callable[[], T], what: str) -> T:
+        """Run `unit` until it succeeds, retrying transient failures with backoff."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return unit()
+            except RegistryError as exc:
+                if not exc.temporary or attempt >= self.options.attempts:
+                    if exc.temporary:
+                        raise RegistryError(f"{exc} (gave up after {attempt} attempts)", status=exc.status,
+                                            codes=exc.codes) from None
+                    raise
+                delay = exc.retry_after
+            except httpx.HTTPError as exc:
+                if attempt >= self.options.attempts:
+                    raise RegistryError(f"{what}: {type(exc).__name__} (gave up after {attempt} attempts)") from None
+                delay = None
+            if delay is None:
+                delay = self.options.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+            self._sleep(delay)
+
+    def url(self, repo: str, kind: str, ref: str = "") -> str:
+        return f"{self.base}/v2/{repo}/{kind}/{ref}"
+
+
+class _ResponseReader(io.RawIOBase):
+    """A streamed response body as a file (for copying a blob from one place to another)."""
+
+    def __init__(self, response: httpx.Response, stack: contextlib.ExitStack) -> None:
+        self._iter = response.iter_raw(_STREAM_CHUNK)
+        self._buf = b""
+        self._stack = stack
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if not self._buf:
+            self._buf = next(self._iter, b"")
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._stack.close()
+        super().close()
+
+
+class Registry:
+    """One repository of a registry: implements Destination (with mounts) and ImageSource."""
+
+    def __init__(self, client: RegistryClient, repository: str) -> None:
+        self.client = client
+        self.repository = repository
+        self.uploaded_bytes = 0
+
+    def __str__(self) -> str:
+        return f"{self.client.host}/{self.repository}"
+
+    # -- reading -------------------------------------------------------------------------
+    def get_manifest(self, ref: str) -> tuple[Descriptor, bytes] | None:
+        """The manifest at a tag or digest, or None if there is none."""
+        url = self.client.url(self.repository, "manifests", ref)
+
+        def unit() -> tuple[Descriptor, bytes] | None:
+            resp = self.client._send_once("GET", url, translate=True, headers={"Accept": ACCEPT_MANIFESTS})
+            if resp.status_code == 404:
+                return None
+            check_response(resp, 200, what=f"{self}:{ref}")
+            body = resp.content
+            digest = Digest.of(body)
+            if ref.startswith("sha256:") and str(digest) != ref:
+                raise RegistryError(f"{self}@{ref}: the registry returned a manifest with another digest")
+            media_type = resp.headers.get("content-type", oci.MANIFEST_MEDIA_TYPE).split(";")[0]
+            return Descriptor(media_type=media_type, digest=digest, size=len(body)), body
+
+        return self.client.retry(unit, f"{self}:{ref}")
+
+    def resolve(self, tag: str) -> Descriptor:
+        found = self.get_manifest(tag)
+        if found is None:
+            raise RegistryError(f"{self}:{tag}: no such tag or manifest")
+        return found[0]
+
+    def read_blob(self, digest: Digest, limit: int = 64 << 20) -> bytes:
+        with self.open_blob(digest) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise RegistryError(f"{self}@{digest}: blob larger than {limit} bytes where a document was expected")
+        if Digest.of(data) != digest:
+            raise RegistryError(f"{self}@{digest}: the registry returned bytes that do not match the digest")
+        return data
+
+    def open_blob(self, digest: Digest) -> BinaryIO:
+        """A streamed blob; the reader does not verify (callers hash what they read)."""
+        url = self.client.url(self.repository, "blobs", str(digest))
+
+        def unit() -> BinaryIO:
+            stack = contextlib.ExitStack()
+            try:
+                resp = stack.enter_context(self.client.client.stream("GET", url))
+                check_response(resp, 200, what=f"{self}@{digest}")
+            except httpx.HTTPError as exc:
+                stack.close()
+                raise self.client._transport_error(exc, "GET", url) from None
+            except BaseException:
+                stack.close()
+                raise
+            return io.BufferedReader(_ResponseReader(resp, stack), _STREAM_CHUNK)
+
+        return self.client.retry(unit, f"{self}@{digest}")
+
+    # -- writing (Destination) -------------------------------------------------------------
+    def has_blob(self, digest: Digest) -> bool:
+        resp = self.client.request("HEAD", self.client.url(self.repository, "blobs", str(digest)),
+                                   what=f"{self}@{digest}", expect=(200, 404))
+        return resp.status_code == 200
+
+    def check_push_access(self) -> None:
+        """Fail before any work if we cannot push here: open an upload session, then cancel it."""
+        location, _ = self._start_upload()
+        with contextlib.suppress(httpx.HTTPError, RegistryError):
+            self.client._send_once("DELETE", location)
+
+    def _start_upload(self, mount: tuple[Digest, str] | None = None) -> tuple[str, int | None]:
+        url = self.client.url(self.repository, "blobs", "uploads/")
+        params = {"mount": str(mount[0]), "from": mount[1]} if mount else None
+        resp = self.client.request("POST", url, params=params, what=f"{self}: start upload",
+                                   expect=(201, 202) if mount else (202,))
+        location = resp.headers.get("location")
+        if resp.status_code == 201:
+            return "", None
+        if not location:
+            raise RegistryError(f"{self}: the registry opened an upload without a Location")
+        min_chunk = resp.headers.get("oci-chunk-min-length")
+        return str(httpx.URL(self.client.base + "/").join(location)), int(min_chunk) if min_chunk else None
+
+    def mount_blob(self, desc: Descriptor, from_repo: str) -> bool:
+        """Cross-repository mount. True if mounted; False if the registry would not (upload instead)."""
+        try:
+            location, _ = self._start_upload((desc.digest, from_repo))
+        except RegistryError as exc:
+            if exc.status in (401, 403, 404):  # e.g. Harbor: a source project we cannot read
+                return False
+            raise
+        if location:  # 202: an ordinary upload session instead; we do not need it
+            with contextlib.suppress(httpx.HTTPError, RegistryError):
+                self.client._send_once("DELETE", location)
+            return False
+        return True
+
+    def put_blob(self, desc: Descriptor, open_blob: Callable[[], BinaryIO]) -> None:
+        self.client.retry(lambda: self._upload_once(desc, open_blob), f"{self}@{desc.digest}")
+
+    def _upload_once(self, desc: Descriptor, open_blob: Callable[[], BinaryIO]) -> None:
+        location, min_chunk = self._start_upload()
+        if desc.size > self.options.chunked_above or min_chunk:
+            self._upload_chunked(desc, open_blob, location, max(self.options.chunk_size, min_chunk or 0))
+            return
+        with open_blob() as f:
+            resp = self.client._send_once(
+                "PUT", location, translate=True, params={"digest": str(desc.digest)},
+                content=self._counted(iter(lambda: f.read(_STREAM_CHUNK), b"")),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)})
+        check_response(resp, 201, what=f"{self}@{desc.digest}: upload")
+
+    @property
+    def options(self) -> RegistryOptions:
+        return self.client.options
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.uploaded_bytes += len(chunk)
+            yield chunk
+
+    def _upload_chunked(self, desc: Descriptor, open_blob: Callable[[], BinaryIO], location: str,
+                        chunk_size: int) -> None:
+        offset, resumes = 0, 0
+        with open_blob() as f:
+            while offset < desc.size:
+                if f.seekable():
+                    f.seek(offset)
+                elif offset != getattr(f, "_ocicache_pos", 0):
+                    raise RegistryError(f"{self}@{desc.digest}: cannot resume a non-seekable source", temporary=True)
+                data = f.read(min(chunk_size, desc.size - offset))
+                try:
+                    resp = self.client._send_once(
+                        "PATCH", location, content=data,
+                        headers={"Content-Type": "application/octet-stream",
+                                 "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                                 "Content-Length": str(len(data))})
+                    check_response(resp, 202, what=f"{self}@{desc.digest}: upload chunk")
+                except (httpx.TransportError, RegistryError) as exc:
+                    if isinstance(exc, RegistryError) and not exc.temporary:
+                        raise
+                    resumes += 1
+                    if resumes > self.options.attempts:
+                        raise RegistryError(f"{self}@{desc.digest}: upload kept failing", temporary=True) from None
+                    self.client._sleep(self.options.backoff * resumes)
+                    offset, location = self._upload_status(location, desc)
+                    continue
+                self.uploaded_bytes += len(data)
+                offset += len(data)
+                location = str(httpx.URL(self.client.base + "/").join(resp.headers.get("location", location)))
+        resp = self.client._send_once("PUT", location, translate=True, params={"digest": str(desc.digest)},
+                                      headers={"Content-Length": "0"})
+        check_response(resp, 201, what=f"{self}@{desc.digest}: finish upload")
+
+    def _upload_status(self, location: str, desc: Descriptor) -> tuple[int, str]:
+        """Where an interrupted upload session stands (GET on it): resume from the next byte."""
+        resp = self.client._send_once("GET", location, translate=True)
+        if resp.status_code != 204:
+            raise RegistryError(f"{self}@{desc.digest}: upload session lost; starting over", temporary=True)
+        m = re.match(r"^(?:bytes=)?0-(\d+)$", resp.headers.get("range", ""))
+        offset = int(m.group(1)) + 1 if m else 0
+        return offset, str(httpx.URL(self.client.base + "/").join(resp.headers.get("location", location)))
+
+    def put_manifest(self, desc: Descriptor, body: bytes, *, tag: str | None = None) -> None:
+        ref = tag or str(desc.digest)
+        resp = self.client.request("PUT", self.client.url(self.repository, "manifests", ref), content=body,
+                                   headers={"Content-Type": desc.media_type},
+                                   what=f"{self}:{ref}: write manifest", expect=(201, 200))
+        returned = resp.headers.get("docker-content-digest")
+        if returned and returned != str(desc.digest):
+            raise RegistryError(f"{self}:{ref}: the registry stored the manifest under {returned}, "
+                                f"expected {desc.digest}")

@@ -1,0 +1,99 @@
+"""The pool: one repository where every pushed layer stays discoverable by its reuse key.
+
+For each layer it knows, the pool holds a one-layer image (config + manifest, the layer descriptor
+with all its annotations) tagged `k-<hex of the key>`, once for the layer's key and once for every
+package key it holds. A push looks up its packages' keys there (one manifest GET each, in parallel)
+and mounts what it finds.
+
+Why this is safe under many concurrent CI jobs: nothing is ever read-modify-written. Blobs are
+content-addressed; a manifest is written only after its blobs exist in the pool repository; a
+layer-key tag always gets the same bytes (same key ⇒ same layer ⇒ same manifest), and a package-key
+tag written by two jobs points, whichever wins, at a valid layer that holds that package.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import oci
+from .assemble import LayerDescription
+from .dest import BlobOrigin, put_one
+from .dest.registry import Registry, RegistryError
+from .oci import Descriptor, Digest, canonical_json
+from .reuse import KnownLayers
+
+__all__ = ["Pool", "pool_tag"]
+
+
+def pool_tag(key: str) -> str:
+    """A key as a tag: `k-` + its 64 hex digits (tags allow 128 characters)."""
+    return "k-" + key.split(":", 1)[1]
+
+
+@dataclass
+class Pool:
+    registry: Registry
+    jobs: int = 8
+
+    def __str__(self) -> str:
+        return str(self.registry)
+
+    def lookup(self, keys: Iterable[str], known: KnownLayers) -> int:
+        """Add the pool's layers for `keys` to `known`; return how many keys were found."""
+        wanted = sorted({k for k in keys if k not in known.packages and k not in known.layers})
+
+        def get(key: str) -> dict | None:
+            found = self.registry.get_manifest(pool_tag(key))
+            if found is None:
+                return None
+            try:
+                manifest = json.loads(found[1])
+            except ValueError:
+                return None
+            return manifest if isinstance(manifest, dict) else None
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as executor:
+            manifests = list(executor.map(get, wanted))
+        hits = 0
+        for manifest in manifests:
+            if manifest is not None:
+                hits += 1
+                known.add_manifest(manifest, self.registry)
+        return hits
+
+    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], platform: dict[str, str]) -> int:
+        """Make every layer discoverable by its keys; return the number of tags written."""
+        items = list(layers)
+
+        def one(item: tuple[LayerDescription, BlobOrigin]) -> int:
+            layer, origin = item
+            desc = layer.descriptor()
+            put_one(self.registry, desc, origin)  # blob first: the tag never points at missing data
+            config = canonical_json({**platform, "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]}})
+            config_desc = Descriptor(media_type=oci.CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
+            if not self.registry.has_blob(config_desc.digest):
+                import io
+
+                self.registry.put_blob(config_desc, lambda: io.BytesIO(config))
+            manifest = canonical_json({"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE,
+                                       "config": config_desc.to_json(), "layers": [desc.to_json()]})
+            manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest),
+                                       size=len(manifest))
+            tags = {pool_tag(layer.key), *(pool_tag(str(p["key"])) for p in layer.packages)}
+            written = 0
+            for tag in sorted(tags):
+                current = self.registry.get_manifest(tag)
+                if current is not None and current[0].digest == manifest_desc.digest:
+                    continue
+                self.registry.put_manifest(manifest_desc, manifest, tag=tag)
+                written += 1
+            return written
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as executor:
+            try:
+                return sum(executor.map(one, items))
+            except RegistryError as exc:
+                raise RegistryError(f"pool {self}: {exc}", status=exc.status, codes=exc.codes) from None

@@ -1,0 +1,73 @@
+"""`ocicache pull REF DIR`: the cache image's filesystem into a uv cache directory, verified.
+
+Every layer is extracted into a staging directory inside DIR while both its digest and diff_id are
+checked; only when every layer verified are the files moved into place (merging with what DIR
+already holds), so wrong bytes from a registry never reach the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .dest.registry import RegistryOptions
+from .endpoints import Endpoints
+from .errors import OcicacheError
+from .inspect import read_manifest
+from .oci import Descriptor, Digest
+from .unpack import extract_members, open_layer
+
+__all__ = ["pull"]
+
+
+def pull(value: str, directory: Path, options: RegistryOptions | None = None) -> dict[str, Any]:
+    if directory.exists() and not directory.is_dir():
+        raise OcicacheError(f"{directory}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".ocicache-pull-"))
+    except OSError as exc:
+        raise OcicacheError(f"{directory}: cannot write: {exc.strerror}") from None
+    try:
+        with Endpoints(options or RegistryOptions()) as endpoints:
+            source, tag, ref = endpoints.source(value)
+            desc, manifest = read_manifest(source, tag, str(ref))
+            config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
+            diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+            layers = [Descriptor.from_json(raw) for raw in manifest["layers"]]
+            if len(diff_ids) != len(layers):
+                raise OcicacheError(f"{ref}: config and manifest disagree on the number of layers")
+            downloaded = 0
+            for layer, diff_id in zip(layers, diff_ids, strict=True):
+                layer = Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size,
+                                   annotations={**layer.annotations, "dev.ocicache.layer.diff-id": diff_id})
+                with open_layer(lambda d=layer.digest: source.open_blob(d), layer, where=str(ref)) as tf:
+                    extract_members(tf, staging, f"{ref} layer {layer.digest}")
+                downloaded += layer.size
+        files = _merge(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"reference": str(ref), "manifest_digest": str(desc.digest), "directory": str(directory),
+            "layers": len(layers), "files": files, "bytes": downloaded}
+
+
+def _merge(staging: Path, directory: Path) -> int:
+    """Move staged entries into `directory`; existing directories are merged, files replaced."""
+    moved = 0
+    for dirpath, dirnames, filenames in os.walk(staging):
+        rel = os.path.relpath(dirpath, staging)
+        target_dir = directory if rel == "." else directory / rel
+        if target_dir.is_symlink() or (target_dir.exists() and not target_dir.is_dir()):
+            raise OcicacheError(f"{target_dir}: exists and is not a directory; not overwriting it")
+        target_dir.mkdir(exist_ok=True)
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            dest = target_dir / name
+            if dest.is_dir() and not dest.is_symlink():
+                raise OcicacheError(f"{dest}: is a directory; the image has a file there")
+            os.replace(os.path.join(dirpath, name), dest)
+            moved += 1
+    return moved
