@@ -13,6 +13,7 @@ import os
 import posixpath
 import shutil
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,12 @@ def _decompressed(stream: BinaryIO, media_type: str) -> BinaryIO:
     raise VerificationError(f"unsupported layer media type {media_type}")
 
 
+def _codec_errors() -> tuple[type[Exception], ...]:
+    import zstandard
+
+    return (zstandard.ZstdError,)
+
+
 @contextmanager
 def open_layer(open_blob: Callable[[], BinaryIO], desc: Descriptor, where: str) -> Iterator[tarfile.TarFile]:
     """A streaming tar reader over a layer blob; on leaving, both digests are checked.
@@ -81,11 +88,15 @@ def open_layer(open_blob: Callable[[], BinaryIO], desc: Descriptor, where: str) 
     with open_blob() as raw:
         compressed = _HashingReader(raw)
         buffered = io.BufferedReader(compressed, _CHUNK)
-        plain = _HashingReader(_decompressed(buffered, desc.media_type))  # type: ignore[arg-type]
-        with tarfile.open(fileobj=io.BufferedReader(plain, _CHUNK), mode="r|") as tf:
-            yield tf
-        plain.drain()
-        compressed.drain()
+        try:
+            plain = _HashingReader(_decompressed(buffered, desc.media_type))  # type: ignore[arg-type]
+            with tarfile.open(fileobj=io.BufferedReader(plain, _CHUNK), mode="r|") as tf:
+                yield tf
+            plain.drain()
+            compressed.drain()
+        except (OSError, EOFError, tarfile.TarError, zlib.error, ValueError, *_codec_errors()) as exc:
+            raise VerificationError(f"{where}: layer {desc.digest} has wrong bytes (it does not decompress: "
+                                    f"{exc}); the blob is corrupt or the registry returned other data") from None
     if "sha256:" + compressed.hash.hexdigest() != str(desc.digest) or compressed.size != desc.size:
         raise VerificationError(f"{where}: layer {desc.digest} has wrong bytes (digest or size mismatch); "
                                 "the blob is corrupt or the registry returned other data")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pkgindex import PackageIndex, source_tree
+from tests.support.registry import PASSWORD, RegistryServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEAD_PROXY = "http://127.0.0.1:9"
@@ -57,9 +58,10 @@ class Run:
         return json.loads(self.stdout)
 
 
-def ocicache(*args: str | Path, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> Run:
+def ocicache(*args: str | Path, cwd: Path | None = None, check: bool = True, env: dict | None = None,
+             input: str | None = None) -> Run:
     proc = subprocess.run([sys.executable, "-m", "ocicache", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env=env or hermetic_env(), timeout=600)
+                          text=True, env=env or hermetic_env(), timeout=600, input=input)
     result = Run(proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"ocicache {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
@@ -168,3 +170,35 @@ def offline_sync(project_lock: Path, cache: Path, workdir: Path, *extra: str) ->
                            "--python", sys.executable, *extra],
                           cwd=workdir, capture_output=True, text=True, timeout=300,
                           env=hermetic_env(UV_CACHE_DIR=str(cache), UV_LINK_MODE="copy"))
+
+
+@pytest.fixture(scope="session")
+def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RegistryServer]]:
+    """One running registry of each kind, shared by the session (tests use distinct repositories)."""
+    require_tool("docker-registry")
+    servers = {}
+    try:
+        for kind in ("plain", "htpasswd", "tls", "token"):
+            server = RegistryServer(tmp_path_factory.mktemp(f"registry-{kind}"), kind)
+            server.start()
+            servers[kind] = server
+        yield servers
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    """A fresh plain registry of this test's own (to stop, restart or corrupt)."""
+    require_tool("docker-registry")
+    server = RegistryServer(tmp_path / "registry", "plain")
+    server.start()
+    yield server
+    server.close()
+
+
+def push_to(server: RegistryServer, *args: str | Path, check: bool = True) -> Run:
+    """`ocicache push ... --json` with the server's credentials (password on stdin)."""
+    auth = server.cli_auth()
+    return ocicache("push", *args, *auth, "--json", check=check, input=PASSWORD if "--password-stdin" in auth else None)

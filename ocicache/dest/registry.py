@@ -109,7 +109,10 @@ def check_response(resp: httpx.Response, *expected: int, what: str) -> httpx.Res
         pass
     status = resp.status_code
     temporary = status >= 500 or status == 429
-    if status == 401:
+    challenge = resp.headers.get("www-authenticate", "")
+    if status == 401 and 'error="insufficient_scope"' in challenge:
+        hint = "access denied (the credentials have no push rights to this repository)"
+    elif status == 401:
         hint = "authentication failed (check the username and password, or docker login)"
     elif status == 403 or "DENIED" in codes:
         hint = "access denied (no push rights to this repository?)"
@@ -221,6 +224,12 @@ class RegistryClient:
 
     def url(self, repo: str, kind: str, ref: str = "") -> str:
         return f"{self.base}/v2/{repo}/{kind}/{ref}"
+
+
+def _with_digest(location: str, digest: Digest) -> str:
+    """Append `digest=` to an upload location without re-encoding its opaque state parameter
+    (httpx's params merging would turn a `+` in distribution's `_state` into a space)."""
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
 
 
 class _ResponseReader(io.RawIOBase):
@@ -360,7 +369,7 @@ class Registry:
             return
         with open_blob() as f:
             resp = self.client._send_once(
-                "PUT", location, translate=True, params={"digest": str(desc.digest)},
+                "PUT", _with_digest(location, desc.digest), translate=True,
                 content=self._counted(iter(lambda: f.read(_STREAM_CHUNK), b"")),
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(desc.size)})
         check_response(resp, 201, what=f"{self}@{desc.digest}: upload")
@@ -403,7 +412,7 @@ class Registry:
                 self.uploaded_bytes += len(data)
                 offset += len(data)
                 location = str(httpx.URL(self.client.base + "/").join(resp.headers.get("location", location)))
-        resp = self.client._send_once("PUT", location, translate=True, params={"digest": str(desc.digest)},
+        resp = self.client._send_once("PUT", _with_digest(location, desc.digest), translate=True,
                                       headers={"Content-Length": "0"})
         check_response(resp, 201, what=f"{self}@{desc.digest}: finish upload")
 

@@ -1,0 +1,221 @@
+"""Registry client fault injection with httpx.MockTransport (unit level; the real registry tests are
+in test_registry.py). Each handler plays a registry that misbehaves in one precise way."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import httpx
+import pytest
+
+from ocicache.assemble import Image
+from ocicache.dest import BlobOrigin, write_image
+from ocicache.dest.registry import Registry, RegistryClient, RegistryError, RegistryOptions
+from ocicache.oci import MANIFEST_MEDIA_TYPE, Descriptor, Digest
+
+
+class FakeRegistry:
+    """Just enough of the distribution API, in memory, with hooks to inject faults."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}
+        self.sessions: dict[str, bytearray] = {}
+        self.log: list[str] = []
+        self.body_bytes = 0
+        self.fault = None  # callable(request) -> Response | None
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.fault is not None:
+            injected = self.fault(request)
+            if injected is not None:
+                return injected
+        path = request.url.path
+        body = request.read()
+        self.body_bytes += len(body)
+        self.log.append(f"{request.method} {path}")
+        if path == "/v2/":
+            return httpx.Response(200)
+        m = re.match(r"^/v2/(.+)/blobs/uploads/(.*)$", path)
+        if m:
+            uuid = m.group(2)
+            if request.method == "POST":
+                uuid = f"u{len(self.sessions)}"
+                self.sessions[uuid] = bytearray()
+                return httpx.Response(202, headers={"Location": f"/v2/{m.group(1)}/blobs/uploads/{uuid}?_state=a+b%3D",
+                                                    "Range": "0-0"})
+            if uuid not in self.sessions:
+                return httpx.Response(404, json={"errors": [{"code": "BLOB_UPLOAD_UNKNOWN"}]})
+            if request.method == "PATCH":
+                self.sessions[uuid] += body
+                return httpx.Response(202, headers={"Location": f"/v2/{m.group(1)}/blobs/uploads/{uuid}",
+                                                    "Range": f"0-{len(self.sessions[uuid]) - 1}"})
+            if request.method == "GET":
+                return httpx.Response(204, headers={"Range": f"0-{len(self.sessions[uuid]) - 1}",
+                                                    "Location": f"/v2/{m.group(1)}/blobs/uploads/{uuid}"})
+            if request.method == "PUT":
+                assert "_state=a+b%3D" in str(request.url) or "_state" not in str(request.url)
+                data = bytes(self.sessions.pop(uuid) + body)
+                digest = request.url.params["digest"]
+                if Digest.of(data) != Digest(digest):
+                    return httpx.Response(400, json={"errors": [{"code": "DIGEST_INVALID"}]})
+                self.blobs[digest] = data
+                return httpx.Response(201, headers={"Docker-Content-Digest": digest})
+            if request.method == "DELETE":
+                self.sessions.pop(uuid, None)
+                return httpx.Response(204)
+        m = re.match(r"^/v2/(.+)/blobs/(sha256:[0-9a-f]+)$", path)
+        if m:
+            data = self.blobs.get(m.group(2))
+            if data is None:
+                return httpx.Response(404)
+            return httpx.Response(200, content=b"" if request.method == "HEAD" else data,
+                                  headers={"Content-Length": str(len(data))})
+        m = re.match(r"^/v2/(.+)/manifests/(.+)$", path)
+        if m and request.method == "PUT":
+            self.manifests[m.group(2)] = body
+            return httpx.Response(201, headers={"Docker-Content-Digest": str(Digest.of(body))})
+        return httpx.Response(404)
+
+
+def _client(fake: FakeRegistry, **options) -> tuple[Registry, list[float]]:
+    slept: list[float] = []
+    opts = RegistryOptions(backoff=0.01, **options)
+    client = RegistryClient("registry.test", opts, transport=httpx.MockTransport(fake.handler), sleep=slept.append)
+    client.ping()
+    return Registry(client, "team/app"), slept
+
+
+def _desc(data: bytes) -> Descriptor:
+    return Descriptor(media_type="application/octet-stream", digest=Digest.of(data), size=len(data))
+
+
+def test_500_then_success_is_retried_and_the_blob_lands_once():
+    fake = FakeRegistry()
+    failures = iter([True, True, False])
+
+    def fault(request):
+        if request.method == "PUT" and "/blobs/uploads/" in request.url.path and next(failures):
+            request.read()
+            return httpx.Response(500)
+        return None
+
+    fake.fault = fault
+    registry, slept = _client(fake)
+    data = b"x" * 1000
+    registry.put_blob(_desc(data), lambda: io.BytesIO(data))
+    assert fake.blobs == {str(Digest.of(data)): data}
+    assert len(slept) == 2 and slept[1] > slept[0] * 0.5  # exponential backoff
+
+
+def test_429_retry_after_is_honoured():
+    fake = FakeRegistry()
+    calls = {"n": 0}
+
+    def fault(request):
+        if request.method == "HEAD" and calls["n"] == 0:
+            calls["n"] += 1
+            return httpx.Response(429, headers={"Retry-After": "7"})
+        return None
+
+    fake.fault = fault
+    registry, slept = _client(fake)
+    assert registry.has_blob(Digest.of(b"nope")) is False
+    assert slept == [7.0]
+
+
+def test_connection_reset_is_retried_then_gives_up_with_one_clear_line():
+    fake = FakeRegistry()
+
+    def fault(request):
+        if request.method == "HEAD":
+            raise httpx.ReadError("connection reset by peer")
+        return None
+
+    fake.fault = fault
+    registry, slept = _client(fake, attempts=3)
+    with pytest.raises(RegistryError, match="gave up after 3 attempts") as info:
+        registry.has_blob(Digest.of(b"x"))
+    assert "\n" not in str(info.value) and len(slept) == 2
+
+
+def test_chunked_upload_resumes_from_the_registry_offset():
+    fake = FakeRegistry()
+    state = {"patches": 0, "broken": False}
+
+    def fault(request):
+        if request.method == "PATCH":
+            state["patches"] += 1
+            if state["patches"] == 3 and not state["broken"]:
+                state["broken"] = True
+                raise httpx.WriteError("connection reset mid-chunk")
+        return None
+
+    fake.fault = fault
+    registry, _ = _client(fake, chunked_above=100, chunk_size=256)
+    data = bytes(range(256)) * 5  # 1280 bytes: 5 chunks
+    registry.put_blob(_desc(data), lambda: io.BytesIO(data))
+    assert fake.blobs[str(Digest.of(data))] == data
+    patches = [entry for entry in fake.log if entry.startswith("PATCH")]
+    assert len(patches) == 5  # the interrupted chunk was resent once, nothing else twice
+    assert fake.log.count("POST /v2/team/app/blobs/uploads/") == 1  # resumed, not restarted
+
+
+def test_write_order_blobs_before_config_before_manifest_each_blob_once():
+    fake = FakeRegistry()
+    registry, _ = _client(fake)
+    layer = b"layer-bytes" * 100
+    config = b'{"rootfs":{}}'
+    manifest = json.dumps({"schemaVersion": 2, "layers": []}).encode()
+    image = Image(config=config, config_descriptor=_desc(config), manifest=manifest,
+                  manifest_descriptor=Descriptor(media_type=MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest),
+                                                 size=len(manifest)),
+                  layers=(_desc(layer),))
+    class Source:
+        def open_blob(self, digest):
+            return io.BytesIO(layer)
+
+    origin = BlobOrigin(source=Source())  # type: ignore[arg-type]
+    report = write_image(registry, image, [(_desc(layer), origin), (_desc(layer), origin)], "v1")
+    puts = [e for e in fake.log if e.startswith("PUT")]
+    assert puts[-1] == "PUT /v2/team/app/manifests/v1"
+    assert sum(1 for e in puts if "/blobs/" in e) == 2  # the layer once, the config once
+    assert report.count("uploaded") == 1
+
+
+def test_basic_credentials_go_pre_emptively_and_a_body_is_sent_once():
+    fake = FakeRegistry()
+    seen = []
+
+    def fault(request):
+        seen.append((request.method, "Authorization" in request.headers))
+        if "Authorization" not in request.headers:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="test"'})
+        return None
+
+    fake.fault = fault
+    registry, _ = _client(fake, username="u", password="p")
+    data = b"y" * 5000
+    registry.put_blob(_desc(data), lambda: io.BytesIO(data))
+    assert fake.body_bytes == len(data)
+    assert seen.count(("PUT", False)) == 0  # the body never went out without credentials
+    assert seen[0] == ("GET", False)  # only the very first request met the challenge
+
+
+def test_unknown_host_is_named_as_such():
+    def handler(request):
+        raise httpx.ConnectError("[Errno -2] Name or service not known")
+
+    client = RegistryClient("no-such-registry.test", RegistryOptions(), transport=httpx.MockTransport(handler))
+    with pytest.raises(RegistryError, match="unknown host"):
+        client.ping()
+
+
+def test_bearer_token_scopes_include_pull_on_the_mount_source():
+    from ocicache.auth import scopes_for
+
+    request = httpx.Request("POST", "https://r.test/v2/team/b/blobs/uploads/?mount=sha256:ab&from=team/a")
+    assert scopes_for(request) == ["repository:team/b:pull,push", "repository:team/a:pull"]
+    assert scopes_for(httpx.Request("HEAD", "https://r.test/v2/x/y/blobs/sha256:ab")) == ["repository:x/y:pull"]
