@@ -44,7 +44,7 @@ def test_push_to_every_kind_of_registry_is_accepted_by_skopeo(kind, registries, 
 def test_service_b_mounts_shared_layers_and_downloads_nothing_shared(registries, make_project, index, tmp_path):
     server = registries["plain"]
     lock_a = make_project(tmp_path / "a", ["heavy", "small-a", "native"])
-    lock_b = make_project(tmp_path / "b", ["heavy", "small-c"])
+    lock_b = make_project(tmp_path / "b", ["heavy", "small-c==3.0"])
     a = push_to(server, lock_a, f"{server.host}/team/service-a:main").json()
     before = dict(index.downloads)
     b = push_to(server, lock_b, f"{server.host}/team/service-b:main", "--cache-from",
