@@ -34,7 +34,7 @@ __all__ = ["Registry", "RegistryClient", "RegistryError", "RegistryOptions"]
 
 T = TypeVar("T")
 _ERROR_BODY_LIMIT = 64 * 1024
-_STREAM_CHUNK = 1 << 20
+_STREAM_CHUNK = 4 << 20
 _MAX_RETRY_AFTER = 60.0
 ACCEPT_MANIFESTS = ", ".join([oci.MANIFEST_MEDIA_TYPE, oci.INDEX_MEDIA_TYPE,
                               "application/vnd.docker.distribution.manifest.v2+json"])
@@ -60,7 +60,9 @@ class RegistryOptions:
     password: str | None = None
     jobs: int = 4  # concurrent blob uploads, like ggcr's default
     chunk_size: int = 64 << 20
-    chunked_above: int = 1 << 30  # one streamed PUT below this: fastest; PATCH chunks above it
+    # One streamed PUT up to this size (the fastest, and what every registry accepts); PATCH chunks above
+    # it, or whenever the registry asks for them (OCI-Chunk-Min-Length).
+    chunked_above: int = 4 << 30
     attempts: int = 5
     backoff: float = 0.5
     timeout: float = 120.0
@@ -226,6 +228,15 @@ class RegistryClient:
         return f"{self.base}/v2/{repo}/{kind}/{ref}"
 
 
+def _read_range(f: BinaryIO, length: int) -> Iterator[bytes]:
+    while length > 0:
+        chunk = f.read(min(_STREAM_CHUNK, length))
+        if not chunk:
+            raise RegistryError("the blob file is shorter than its descriptor")
+        length -= len(chunk)
+        yield chunk
+
+
 def _with_digest(location: str, digest: Digest) -> str:
     """Append `digest=` to an upload location without re-encoding its opaque state parameter
     (httpx's params merging would turn a `+` in distribution's `_state` into a space)."""
@@ -385,20 +396,21 @@ class Registry:
 
     def _upload_chunked(self, desc: Descriptor, open_blob: Callable[[], BinaryIO], location: str,
                         chunk_size: int) -> None:
+        """PATCH the blob in chunks, each streamed from the file (memory stays at one read buffer);
+        after a failure, ask the session where it stands and go on from there."""
         offset, resumes = 0, 0
         with open_blob() as f:
+            if not f.seekable():
+                raise RegistryError(f"{self}@{desc.digest}: chunked upload needs a seekable source")
             while offset < desc.size:
-                if f.seekable():
-                    f.seek(offset)
-                elif offset != getattr(f, "_ocicache_pos", 0):
-                    raise RegistryError(f"{self}@{desc.digest}: cannot resume a non-seekable source", temporary=True)
-                data = f.read(min(chunk_size, desc.size - offset))
+                length = min(chunk_size, desc.size - offset)
+                f.seek(offset)
                 try:
                     resp = self.client._send_once(
-                        "PATCH", location, content=data,
+                        "PATCH", location, content=self._counted(_read_range(f, length)),
                         headers={"Content-Type": "application/octet-stream",
-                                 "Content-Range": f"{offset}-{offset + len(data) - 1}",
-                                 "Content-Length": str(len(data))})
+                                 "Content-Range": f"{offset}-{offset + length - 1}",
+                                 "Content-Length": str(length)})
                     check_response(resp, 202, what=f"{self}@{desc.digest}: upload chunk")
                 except (httpx.TransportError, RegistryError) as exc:
                     if isinstance(exc, RegistryError) and not exc.temporary:
@@ -409,8 +421,7 @@ class Registry:
                     self.client._sleep(self.options.backoff * resumes)
                     offset, location = self._upload_status(location, desc)
                     continue
-                self.uploaded_bytes += len(data)
-                offset += len(data)
+                offset += length
                 location = str(httpx.URL(self.client.base + "/").join(resp.headers.get("location", location)))
         resp = self.client._send_once("PUT", _with_digest(location, desc.digest), translate=True,
                                       headers={"Content-Length": "0"})
