@@ -217,3 +217,38 @@ def test_closed_port_is_a_clear_error(make_project, tmp_path):
     lock = make_project(tmp_path / "p", ["small-a"])
     run = ocicache("push", lock, "127.0.0.1:9/nothing/here:1", check=False)
     assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_upload_memory_does_not_grow_with_blob_size(registry, tmp_path, chunked):
+    """128 MiB pushed as one streamed PUT or as PATCH chunks: peak memory grows by a few MiB only."""
+    import sys
+
+    blob = tmp_path / "blob"
+    with open(blob, "wb") as f:
+        for i in range(128):
+            f.write(bytes([i]) * (1 << 20))
+    script = (
+        "import hashlib, re, sys\n"
+        "from pathlib import Path\n"
+        "from ocicache.dest.registry import Registry, RegistryClient, RegistryOptions\n"
+        "from ocicache.oci import Descriptor, Digest\n"
+        "path = Path(sys.argv[2])\n"
+        "h = hashlib.sha256()\n"
+        "with open(path, 'rb') as f:\n"
+        "    for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)\n"
+        "desc = Descriptor(media_type='application/octet-stream', digest=Digest.from_hex(h.hexdigest()),\n"
+        "                  size=path.stat().st_size)\n"
+        "def hwm(): return int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+        "opts = RegistryOptions(chunked_above=(1 << 20) if sys.argv[3] == '1' else (4 << 30), chunk_size=32 << 20)\n"
+        "client = RegistryClient(sys.argv[1], opts); client.ping()\n"
+        "registry = Registry(client, 'memory/test')\n"
+        "before = hwm()\n"
+        "registry.put_blob(desc, lambda: open(path, 'rb'))\n"
+        "assert registry.has_blob(desc.digest)\n"
+        "print(hwm() - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, registry.host, str(blob), "1" if chunked else "0"],
+                         capture_output=True, text=True, check=True)
+    grown_kib = int(out.stdout)
+    assert grown_kib < 24 * 1024, f"peak memory grew by {grown_kib} KiB uploading 128 MiB"
