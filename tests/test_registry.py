@@ -252,3 +252,25 @@ def test_upload_memory_does_not_grow_with_blob_size(registry, tmp_path, chunked)
                          capture_output=True, text=True, check=True)
     grown_kib = int(out.stdout)
     assert grown_kib < 24 * 1024, f"peak memory grew by {grown_kib} KiB uploading 128 MiB"
+
+
+def test_credential_helper_from_docker_config(registries, make_project, tmp_path):
+    """A docker-credential-<name> program (the helper protocol: `get`, server on stdin, JSON out)."""
+    from tests.conftest import hermetic_env
+
+    server = registries["token"]
+    lock = make_project(tmp_path / "p", ["small-a"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-testhelper"
+    answer = json.dumps({"ServerURL": server.host, "Username": USER, "Secret": PASSWORD})
+    helper.write_text(f"#!/bin/sh\nread server\n[ \"$server\" = \"{server.host}\" ] || exit 1\n"
+                      f"echo '{answer}'\n")
+    helper.chmod(0o755)
+    config_dir = tmp_path / "docker-config"
+    config_dir.mkdir()
+    (config_dir / "config.json").write_text(json.dumps({"credHelpers": {server.host: "testhelper"}}))
+    env = hermetic_env(DOCKER_CONFIG=str(config_dir), PATH=f"{bin_dir}:{hermetic_env()['PATH']}")
+    run = ocicache("push", lock, f"{server.host}/helper/app:1", "--json", env=env)
+    assert run.json()["blobs_uploaded"] >= 1
+    assert PASSWORD not in run.stdout
