@@ -118,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _registry_arguments(pull)
 
+    check = sub.add_parser(
+        "check", help="say before a build whether `uv sync --frozen --offline` will find everything",
+        description="Compare what LOCK needs on the target with what the cache image REF holds, and its uv "
+                    "version and target with yours. Exit 0 if the offline sync will find everything, 1 and "
+                    "the missing packages otherwise.")
+    check.add_argument("reference", metavar="REF", help="the cache image: oci:DIR[:TAG] or REGISTRY/REPO[:TAG]")
+    check.add_argument("lock", type=Path, metavar="LOCK", help="the project's uv.lock")
+    ctgt = check.add_argument_group("target (as for push)")
+    ctgt.add_argument("--platform")
+    ctgt.add_argument("--python")
+    ctgt.add_argument("--python-platform", metavar="TRIPLE")
+    csel = check.add_argument_group("selection: the flags your `uv sync` uses (default: everything)")
+    csel.add_argument("--package", action="append", default=[])
+    csel.add_argument("--extra", action="append", default=[])
+    csel.add_argument("--group", action="append", default=[])
+    csel.add_argument("--no-dev", action="store_true")
+    check.add_argument("--uv", type=Path, metavar="PATH", help="the uv your build uses (default: the pinned one)")
+    check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _registry_arguments(check)
+
     copy = sub.add_parser("copy", help="copy an image between a layout and a registry (blobs mounted or streamed)")
     copy.add_argument("source", metavar="SRC", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
     copy.add_argument("destination", metavar="DEST", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG]")
@@ -213,6 +233,26 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from .check import check_image
+
+    narrowing = Narrowing(packages=tuple(args.package), extras=tuple(args.extra), groups=tuple(args.group),
+                          no_dev=args.no_dev)
+    result = check_image(args.reference, args.lock, platform=args.platform, python=args.python,
+                         python_platform=args.python_platform, narrowing=narrowing, uv=args.uv,
+                         options=_registry_options(args))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        verdict = "ok" if result.ok else "WILL MISS"
+        print(f"{verdict}: {result.reference} holds {result.found} of the {result.needed} packages the lock needs")
+        for problem in result.problems:
+            print(f"  problem: {problem}")
+        for missing in result.missing:
+            print(f"  missing: {missing}")
+    return 0 if result.ok else 1
+
+
 def _copy(args: argparse.Namespace) -> int:
     from .copy import copy_image
 
@@ -229,7 +269,8 @@ def _copy(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"push": _push, "inspect": _inspect, "pull": _pull, "copy": _copy}[args.command](args)
+        commands = {"push": _push, "inspect": _inspect, "pull": _pull, "copy": _copy, "check": _check}
+        return commands[args.command](args)
     except OcicacheError as exc:
         print(f"ocicache: error: {exc}", file=sys.stderr)
         return exc.exit_code

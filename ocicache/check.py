@@ -1,0 +1,75 @@
+"""`ocicache check IMAGE LOCK`: will `uv sync --frozen --offline` find everything, before the build?
+
+Compares what the lock selects for the target (the same selection `push` makes) with the packages
+the image's layer annotations declare, and the image's uv version and target with the expected ones.
+Nothing is downloaded but the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import oci
+from .dest.registry import RegistryOptions
+from .endpoints import Endpoints
+from .inspect import read_manifest
+from .lock import read_lock
+from .populate import Narrowing, export_pylock, find_uv
+from .selection import select_packages
+from .target import make_target
+
+__all__ = ["CheckResult", "check_image"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckResult:
+    reference: str
+    ok: bool
+    missing: list[str]  # "name version (artifact)"
+    problems: list[str]  # uv version or target mismatches
+    found: int
+    needed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reference": self.reference, "ok": self.ok, "missing": self.missing, "problems": self.problems,
+                "found": self.found, "needed": self.needed}
+
+
+def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
+                python_platform: str | None, narrowing: Narrowing, uv: Path | None,
+                options: RegistryOptions | None = None) -> CheckResult:
+    lock = read_lock(lock_path)
+    target = make_target(platform=platform, python=python, python_platform=python_platform,
+                         requires_python=lock.requires_python)
+    tool = find_uv(uv)
+    with tempfile.TemporaryDirectory(prefix="ocicache-check-") as scratch:
+        selection = select_packages(export_pylock(tool, lock.path, narrowing, Path(scratch) / "cache"), lock, target)
+    with Endpoints(options or RegistryOptions()) as endpoints:
+        source, tag, ref = endpoints.source(image)
+        _, manifest = read_manifest(source, tag, str(ref))
+    annotations = manifest.get("annotations", {})
+    problems = []
+    image_uv = annotations.get(oci.A_UV_VERSION)
+    if image_uv != tool.version:
+        problems.append(f"the image was filled by uv {image_uv}, the build uses uv {tool.version}: "
+                        "uv ignores caches of another version")
+    image_pp = annotations.get(oci.A_TARGET_PYTHON_PLATFORM)
+    image_py = annotations.get(oci.A_TARGET_PYTHON, "")
+    if image_pp != target.python_platform or image_py.rsplit(".", 1)[0] != target.python_minor:
+        problems.append(f"the image targets CPython {image_py} {image_pp}, the check targets "
+                        f"{target.python_full} {target.python_platform}")
+    held = set()
+    for layer in manifest.get("layers", []):
+        try:
+            packages = json.loads(layer.get("annotations", {}).get(oci.A_LAYER_PACKAGES, "[]"))
+        except ValueError:
+            continue
+        held |= {(p.get("name"), p.get("version"), p.get("hash")) for p in packages if isinstance(p, dict)}
+    missing = [f"{s.name} {s.version} ({s.artifact})" for s in selection.selected
+               if (s.name, s.version, s.hash) not in held]
+    return CheckResult(reference=str(ref), ok=not missing and not problems, missing=missing, problems=problems,
+                       found=len(selection.selected) - len(missing), needed=len(selection.selected))
