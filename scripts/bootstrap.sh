@@ -2,7 +2,8 @@
 # Install what ocicache needs into .venv (the pinned uv comes with it from PyPI).
 #   scripts/bootstrap.sh          the tool only
 #   scripts/bootstrap.sh --test   also the test extras and the Debian packages the tests drive:
-#                                 docker-registry, skopeo, umoci, buildah, runc, busybox-static, git
+#                                 docker-registry, skopeo, umoci, buildah, runc, docker.io (dockerd),
+#                                 busybox-static, git
 # OCICACHE_VENV=DIR uses an existing, prepared virtualenv instead (nothing is installed into it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ with_tests=0
 
 if [ "$with_tests" = 1 ]; then
   need=()
-  for tool in docker-registry:docker-registry skopeo:skopeo umoci:umoci buildah:buildah runc:runc \
+  for tool in docker-registry:docker-registry skopeo:skopeo umoci:umoci buildah:buildah runc:runc dockerd:docker.io \
               busybox:busybox-static git:git chattr:e2fsprogs; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
   done

@@ -1,0 +1,89 @@
+"""Real Dockerfile builders started by the tests: buildah (runc, --network none) and Debian's dockerd
+(BuildKit and the classic builder), each with its own storage under the test's temporary directory.
+
+Both reach the suite's registry on 127.0.0.1 over plain HTTP (buildah: --tls-verify=false; dockerd
+treats 127.0.0.0/8 as insecure by default). Builds run with --network none: only the registry pull
+of FROM / --from images happens outside the build container, as in any CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Buildah:
+    root: Path
+    name: str = "buildah"
+
+    def build(self, context: Path, tag: str) -> subprocess.CompletedProcess:
+        binary = shutil.which("buildah")
+        assert binary, "buildah is not installed: run scripts/bootstrap.sh --test"
+        cmd = [binary, "--root", str(self.root / "root"), "--runroot", str(self.root / "run"),
+               "--storage-driver", "vfs", "bud", "--isolation", "oci", "--runtime", "runc", "--network", "none",
+               "--tls-verify=false", "--pull-always", "-t", tag, "-f", "Dockerfile", "."]
+        return subprocess.run(cmd, cwd=context, capture_output=True, text=True, timeout=600)
+
+
+class Dockerd:
+    """dockerd with its own data-root, exec-root and socket; no iptables, no bridge, no ip forwarding."""
+
+    def __init__(self, root: Path) -> None:
+        binary = shutil.which("dockerd")
+        assert binary, "dockerd is not installed: run scripts/bootstrap.sh --test (Debian's docker.io)"
+        self.root = root
+        self.socket = root / "docker.sock"
+        root.mkdir(parents=True, exist_ok=True)
+        self._log = open(root / "dockerd.log", "wb")  # noqa: SIM115 (the daemon's log, closed in stop)
+        self._proc = subprocess.Popen(
+            [binary, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{self.socket}", "--iptables=false",
+             "--ip-forward=false", "--bridge=none", "--storage-driver", "overlay2"],
+            stdout=self._log, stderr=self._log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"dockerd exited: {(root / 'dockerd.log').read_text()[-2000:]}")
+            if self.socket.exists() and self.docker("version").returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("dockerd did not answer within 60 s")
+
+    def docker(self, *args: str, cwd: Path | None = None, buildkit: bool = True) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}", "DOCKER_BUILDKIT": "1" if buildkit else "0",
+               "DOCKER_CONFIG": str(self.root / "client-config")}
+        # Debian's 20.10 CLI: it drives BuildKit inside dockerd without a buildx plugin.
+        return subprocess.run(["/usr/bin/docker", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._log.close()
+
+
+@dataclass
+class DockerBuilder:
+    daemon: Dockerd
+    buildkit: bool
+
+    @property
+    def name(self) -> str:
+        return "docker-buildkit" if self.buildkit else "docker-classic"
+
+    def build(self, context: Path, tag: str) -> subprocess.CompletedProcess:
+        args = ["build", "--network", "none", "--pull", "-t", tag, "."]
+        if self.buildkit:
+            args[1:1] = ["--progress", "plain"]
+        return self.daemon.docker(*args, cwd=context, buildkit=self.buildkit)

@@ -1,0 +1,112 @@
+"""Issue 4: real Dockerfile builds install from the cache image with --network none.
+
+Builders: buildah (runc) and Debian's dockerd (BuildKit, and the classic builder for the COPY
+patterns it supports). The base image holds this machine's Debian CPython 3.11 and the pinned uv
+(tests/support/baseimage.py), pushed to the suite's registry with `ocicache copy`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ocicache, require_tool, uv_bin
+from tests.support.baseimage import build_base_image
+from tests.support.builders import Buildah, DockerBuilder, Dockerd
+
+IMPORTS = "import heavy, small_a, small_b, sdist_only, gitpkg"
+PATTERNS = {
+    # name: (Dockerfile body after the FROM lines, whether the cache stays in the final image)
+    "copy-from-ref": ("COPY --from={cache} / /root/.cache/uv\n"
+                      "RUN uv sync --frozen --offline --no-install-project --python /usr/bin/python3.11\n", True),
+    "stage-copy": ("COPY --from=uvcache / /root/.cache/uv\n"
+                   "RUN uv sync --frozen --offline --no-install-project --python /usr/bin/python3.11\n", True),
+    "bind-mount": ("RUN --mount=type=bind,from={cache},target=/root/.cache/uv,rw \\\n"
+                   "    uv sync --frozen --offline --no-install-project --python /usr/bin/python3.11\n", False),
+    "cache-mount": ("RUN --mount=type=cache,from=uvcache,source=/,target=/root/.cache/uv \\\n"
+                    "    uv sync --frozen --offline --no-install-project --python /usr/bin/python3.11\n", False),
+}
+CLASSIC_PATTERNS = ("copy-from-ref", "stage-copy")  # the classic builder has no RUN --mount
+
+
+def dockerfile(pattern: str, base: str, cache: str) -> str:
+    body, keeps_cache = PATTERNS[pattern]
+    check = "test -d /root/.cache/uv/archive-v0" if keeps_cache else "test ! -e /root/.cache/uv/archive-v0"
+    return (f"FROM {cache} AS uvcache\n"
+            f"FROM {base}\n"
+            "WORKDIR /app\n"
+            "COPY pyproject.toml uv.lock /app/\n"
+            "ENV UV_LINK_MODE=copy\n"
+            + body.format(cache=cache)
+            + f'RUN {check} && /app/.venv/bin/python -c "{IMPORTS}; print(\'imports ok\')"\n')
+
+
+@pytest.fixture(scope="session")
+def build_setup(registries, make_project, tmp_path_factory, git_repo) -> dict[str, object]:
+    """The base image and a cache image in the registry, and the project the builds install."""
+    server = registries["plain"]
+    work = tmp_path_factory.mktemp("dockerfile")
+    base_layout = build_base_image(work / "base-layout", uv_bin())
+    base = f"{server.host}/base/python:3.11"
+    ocicache("copy", base_layout, base)
+    sources = {"gitpkg": f'{{ git = "file://{git_repo}", tag = "v0.3.0" }}'}
+    lock = make_project(work / "project", ["heavy", "small-b", "sdist-only", "gitpkg"], sources=sources)
+    cache = f"{server.host}/cache/service:py311"
+    ocicache("push", lock, cache, "--python", "3.11", "--python-platform", "x86_64-manylinux_2_36")
+    return {"base": base, "cache": cache, "lock": lock}
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory) -> Iterator[Dockerd]:
+    require_tool("dockerd")
+    daemon = Dockerd(Path(tmp_path_factory.mktemp("dockerd")))
+    yield daemon
+    daemon.stop()
+
+
+def _context(tmp_path: Path, setup: dict, pattern: str) -> Path:
+    context = tmp_path / "context"
+    context.mkdir()
+    lock: Path = setup["lock"]  # type: ignore[assignment]
+    shutil.copy(lock, context / "uv.lock")
+    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
+    (context / "Dockerfile").write_text(dockerfile(pattern, str(setup["base"]), str(setup["cache"])))
+    return context
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_buildah_builds_offline_from_the_cache_image(pattern, build_setup, tmp_path):
+    require_tool("buildah")
+    require_tool("runc")
+    result = Buildah(tmp_path / "buildah").build(_context(tmp_path, build_setup, pattern), f"localhost/t-{pattern}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "imports ok" in result.stdout
+
+
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_docker_buildkit_builds_offline_from_the_cache_image(pattern, build_setup, dockerd, tmp_path):
+    result = DockerBuilder(dockerd, buildkit=True).build(_context(tmp_path, build_setup, pattern), f"t-{pattern}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "imports ok" in result.stderr  # BuildKit's plain progress goes to stderr
+
+
+@pytest.mark.parametrize("pattern", CLASSIC_PATTERNS)
+def test_docker_classic_builder_builds_the_copy_patterns(pattern, build_setup, dockerd, tmp_path):
+    result = DockerBuilder(dockerd, buildkit=False).build(_context(tmp_path, build_setup, pattern), f"c-{pattern}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "imports ok" in result.stdout
+
+
+def test_without_the_cache_the_offline_build_fails(build_setup, tmp_path):
+    """Guard: the same build with an empty cache cannot install (so the tests above prove the cache)."""
+    context = _context(tmp_path, build_setup, "bind-mount")
+    text = (context / "Dockerfile").read_text().replace(
+        "--mount=type=bind,from=" + str(build_setup["cache"]) + ",target=/root/.cache/uv,rw",
+        "--mount=type=tmpfs,target=/root/.cache/uv")
+    (context / "Dockerfile").write_text(text)
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/t-nocache")
+    assert result.returncode != 0
+    assert "Network connectivity is disabled" in result.stdout + result.stderr
