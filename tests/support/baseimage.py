@@ -80,16 +80,25 @@ def build_base_image(layout: Path, uv_binary: str, tag: str = "python3.11") -> s
     for rel in ("tmp", "root", "app", "usr/lib64"):
         entries.setdefault(rel, Entry(path=rel, kind="dir"))
 
+    return _write_image(layout, list(entries.values()), tag, {
+        "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "UV_PYTHON_DOWNLOADS=never"], "WorkingDir": "/",
+        "Cmd": ["/bin/sh"]})
+
+
+def build_uv_image(layout: Path, uv_binary: str, tag: str = "0.13.9") -> str:
+    """An image holding only /uv, like the official uv images (for `COPY --from=<uv image> /uv ...`)."""
+    return _write_image(layout, [file_entry("uv", Path(uv_binary))], tag, {"Entrypoint": ["/uv"]})
+
+
+def _write_image(layout: Path, entries: list[Entry], tag: str, container_config: dict) -> str:
+    """One deterministic layer (ocicache's own packer) as an image in an OCI layout."""
     work = layout.parent / f".{layout.name}-build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    packed = pack_layer(entries.values(), work / "layer", get_codec("gzip"))
-    config = canonical_json({
-        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "UV_PYTHON_DOWNLOADS=never"], "WorkingDir": "/",
-                   "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [str(packed.diff_id)]},
-    })
+    packed = pack_layer(entries, work / "layer", get_codec("gzip"))
+    config = canonical_json({"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+                             "config": container_config,
+                             "rootfs": {"type": "layers", "diff_ids": [str(packed.diff_id)]}})
     layer_desc = Descriptor(media_type=packed.media_type, digest=packed.digest, size=packed.size)
     config_desc = Descriptor(media_type=CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
     manifest = canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,

@@ -22,12 +22,15 @@ class Buildah:
     root: Path
     name: str = "buildah"
 
-    def build(self, context: Path, tag: str) -> subprocess.CompletedProcess:
+    def build(self, context: Path, tag: str, build_args: dict[str, str] | None = None,
+              pull_always: bool = True) -> subprocess.CompletedProcess:
         binary = shutil.which("buildah")
         assert binary, "buildah is not installed: run scripts/bootstrap.sh --test"
+        args = [a for k, v in (build_args or {}).items() for a in ("--build-arg", f"{k}={v}")]
         cmd = [binary, "--root", str(self.root / "root"), "--runroot", str(self.root / "run"),
                "--storage-driver", "vfs", "bud", "--isolation", "oci", "--runtime", "runc", "--network", "none",
-               "--tls-verify=false", "--pull-always", "-t", tag, "-f", "Dockerfile", "."]
+               "--tls-verify=false", *(["--pull-always"] if pull_always else []), *args,
+               "-t", tag, "-f", "Dockerfile", "."]
         return subprocess.run(cmd, cwd=context, capture_output=True, text=True, timeout=600)
 
 
