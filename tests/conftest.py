@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.baseimage import build_base_image, build_uv_image
+from tests.support.builders import Dockerd
 from tests.support.pkgindex import PackageIndex, source_tree
 from tests.support.registry import PASSWORD, RegistryServer
 
@@ -202,3 +204,29 @@ def push_to(server: RegistryServer, *args: str | Path, check: bool = True) -> Ru
     """`ocicache push ... --json` with the server's credentials (password on stdin)."""
     auth = server.cli_auth()
     return ocicache("push", *args, *auth, "--json", check=check, input=PASSWORD if "--password-stdin" in auth else None)
+
+
+@pytest.fixture(scope="session")
+def build_setup(registries, make_project, tmp_path_factory, git_repo) -> dict[str, object]:
+    """The base image and a cache image in the registry, and the project the builds install."""
+    server = registries["plain"]
+    work = tmp_path_factory.mktemp("dockerfile")
+    base_layout = build_base_image(work / "base-layout", uv_bin())
+    base = f"{server.host}/base/python:3.11"
+    ocicache("copy", base_layout, base)
+    uv_image = f"{server.host}/base/uv:0.13.9"
+    ocicache("copy", build_uv_image(work / "uv-layout", uv_bin()), uv_image)
+    sources = {"gitpkg": f'{{ git = "file://{git_repo}", tag = "v0.3.0" }}'}
+    lock = make_project(work / "project", ["heavy", "small-b", "sdist-only", "gitpkg"], sources=sources)
+    cache = f"{server.host}/cache/service:py311"
+    ocicache("push", lock, cache, "--python", "3.11", "--python-platform", "x86_64-manylinux_2_36")
+    return {"base": base, "uv_image": uv_image, "cache": cache, "lock": lock}
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """Debian's dockerd with its own storage and socket, for the session."""
+    require_tool("dockerd")
+    daemon = Dockerd(Path(tmp_path_factory.mktemp("dockerd")))
+    yield daemon
+    daemon.stop()

@@ -8,14 +8,12 @@ patterns it supports). The base image holds this machine's Debian CPython 3.11 a
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ocicache, require_tool, uv_bin
-from tests.support.baseimage import build_base_image
-from tests.support.builders import Buildah, DockerBuilder, Dockerd
+from tests.conftest import require_tool
+from tests.support.builders import Buildah, DockerBuilder
 
 IMPORTS = "import heavy, small_a, small_b, sdist_only, gitpkg"
 PATTERNS = {
@@ -42,29 +40,6 @@ def dockerfile(pattern: str, base: str, cache: str) -> str:
             "ENV UV_LINK_MODE=copy\n"
             + body.format(cache=cache)
             + f'RUN {check} && /app/.venv/bin/python -c "{IMPORTS}; print(\'imports ok\')"\n')
-
-
-@pytest.fixture(scope="session")
-def build_setup(registries, make_project, tmp_path_factory, git_repo) -> dict[str, object]:
-    """The base image and a cache image in the registry, and the project the builds install."""
-    server = registries["plain"]
-    work = tmp_path_factory.mktemp("dockerfile")
-    base_layout = build_base_image(work / "base-layout", uv_bin())
-    base = f"{server.host}/base/python:3.11"
-    ocicache("copy", base_layout, base)
-    sources = {"gitpkg": f'{{ git = "file://{git_repo}", tag = "v0.3.0" }}'}
-    lock = make_project(work / "project", ["heavy", "small-b", "sdist-only", "gitpkg"], sources=sources)
-    cache = f"{server.host}/cache/service:py311"
-    ocicache("push", lock, cache, "--python", "3.11", "--python-platform", "x86_64-manylinux_2_36")
-    return {"base": base, "cache": cache, "lock": lock}
-
-
-@pytest.fixture(scope="session")
-def dockerd(tmp_path_factory) -> Iterator[Dockerd]:
-    require_tool("dockerd")
-    daemon = Dockerd(Path(tmp_path_factory.mktemp("dockerd")))
-    yield daemon
-    daemon.stop()
 
 
 def _context(tmp_path: Path, setup: dict, pattern: str) -> Path:
