@@ -33,7 +33,7 @@ def test_newcomer_path_from_fresh_clone_to_offline_docker_build(index, registrie
     assert first.returncode == 0, first.stderr[-3000:]
 
     cache = f"{server.host}/uvcache/demo:latest"
-    copy_args = STEPS[1].replace("localhost:5000", server.host).split()[2:]
+    copy_args = STEPS[1].replace("localhost:5000", server.host).split()[1:]  # after ".venv/bin/ocicache"
     ocicache(*copy_args, cwd=clone)
 
     build = STEPS[2].replace("localhost:5000", server.host).split()[2:]  # after "docker build"

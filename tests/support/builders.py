@@ -74,6 +74,12 @@ class Dockerd:
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
         self._log.close()
+        # dockerd leaves its default network namespace bind-mounted under exec-root: unmount what is ours
+        root = str(self.root.resolve())
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f]
+        for point in sorted((m for m in mounts if m.startswith(root)), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 @dataclass
