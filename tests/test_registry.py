@@ -274,3 +274,29 @@ def test_credential_helper_from_docker_config(registries, make_project, tmp_path
     run = ocicache("push", lock, f"{server.host}/helper/app:1", "--json", env=env)
     assert run.json()["blobs_uploaded"] >= 1
     assert PASSWORD not in run.stdout
+
+
+def test_concurrent_pushes_to_one_pool_leave_it_consistent(registries, make_project, tmp_path):
+    """Several CI jobs at once: every pool tag must name a manifest whose blobs all exist."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    server = registries["plain"]
+    pool = f"{server.host}/concurrent/pool"
+    locks = [make_project(tmp_path / f"p{i}", ["heavy", "small-a", f"small-{'bc'[i % 2]}"]) for i in range(4)]
+    with ThreadPoolExecutor(4) as ex:
+        runs = list(ex.map(lambda il: push_to(server, il[1], f"{server.host}/concurrent/app{il[0]}:1",
+                                              "--pool", pool, check=False), enumerate(locks)))
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    base = f"http://{server.host}/v2/concurrent/pool"
+    tags = httpx.get(f"{base}/tags/list").json()["tags"]
+    assert tags and all(t.startswith("k-") for t in tags)
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    for tag in tags:
+        manifest = httpx.get(f"{base}/manifests/{tag}", headers=accept).json()
+        for blob in [manifest["config"], *manifest["layers"]]:
+            assert httpx.head(f"{base}/blobs/{blob['digest']}").status_code == 200
+    # and a fresh push through the pool rebuilds nothing it holds
+    again = push_to(server, locks[0], f"{server.host}/concurrent/fresh:1", "--pool", pool).json()
+    assert again["packages_populated"] == 0

@@ -303,3 +303,52 @@ def test_narrowing_maps_to_uv_export_flags():
                                                     "--no-group", "dev"]
     assert Narrowing(packages=("api",), extras=("s3",), groups=("lint",)).export_args() == \
         ["--package", "api", "--extra", "s3", "--group", "lint"]
+
+
+@pytest.mark.parametrize("member,kind", [
+    ("/etc/evil", "file"), ("../outside", "file"), ("a/../../outside", "file"),
+    ("escape", "symlink-out"), ("hard", "hardlink"), ("dev", "device"),
+])
+def test_extraction_refuses_unsafe_members(tmp_path, member, kind):
+    from ocicache.unpack import UnsafeLayerError, extract_members
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo(member)
+        if kind == "file":
+            info.size = 2
+            tf.addfile(info, io.BytesIO(b"no"))
+        elif kind == "symlink-out":
+            info.type, info.linkname = tarfile.SYMTYPE, "../../etc"
+            tf.addfile(info)
+        elif kind == "hardlink":
+            info.type, info.linkname = tarfile.LNKTYPE, "somewhere"
+            tf.addfile(info)
+        else:
+            info.type = tarfile.CHRTYPE
+            tf.addfile(info)
+    buf.seek(0)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with tarfile.open(fileobj=buf, mode="r|") as tf, pytest.raises(UnsafeLayerError):
+        extract_members(tf, dest, "test layer")
+    assert not (tmp_path / "outside").exists() and list(dest.iterdir()) == []
+
+
+def test_extraction_refuses_writing_through_an_inside_link_that_points_out(tmp_path):
+    from ocicache.unpack import UnsafeLayerError, extract_members
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(outside)  # already in the cache directory being merged into
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("link/file")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    buf.seek(0)
+    with tarfile.open(fileobj=buf, mode="r|") as tf, pytest.raises(UnsafeLayerError):
+        extract_members(tf, dest, "test layer")
+    assert list(outside.iterdir()) == []
