@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .dest.registry import RegistryOptions
 from .errors import OcicacheError, UsageError
+from .inspect import format_size
 from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP
 from .populate import Narrowing
 from .progress import Progress
@@ -172,13 +173,17 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions:
                            password=password, jobs=args.registry_jobs)
 
 
+def _narrowing(args: argparse.Namespace) -> Narrowing:
+    return Narrowing(packages=tuple(args.package), extras=tuple(args.extra), groups=tuple(args.group),
+                     no_dev=args.no_dev)
+
+
 def _push(args: argparse.Namespace) -> int:
     from .push import PushOptions, push
 
     if args.buckets < 1:
         raise UsageError("--buckets must be at least 1")
-    narrowing = Narrowing(packages=tuple(args.package), extras=tuple(args.extra), groups=tuple(args.group),
-                          no_dev=args.no_dev)
+    narrowing = _narrowing(args)
     opts = PushOptions(lock=args.lock, destination=args.destination, platform=args.platform,
                        python=args.python, python_platform=args.python_platform, narrowing=narrowing,
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
@@ -195,22 +200,13 @@ def _push(args: argparse.Namespace) -> int:
         print(f"  {packages} packages in {len(r.layers)} layers: {r.layers_built} built, {r.layers_reused} reused")
         print(f"  packages downloaded or built by uv: {r.packages_populated}; re-bundled from known layers: "
               f"{r.packages_extracted}")
-        print(f"  blobs: {r.blobs_uploaded} uploaded ({_human(r.bytes_uploaded)}), {r.blobs_mounted} mounted, "
+        print(f"  blobs: {r.blobs_uploaded} uploaded ({format_size(r.bytes_uploaded)}), {r.blobs_mounted} mounted, "
               f"{r.blobs_present} already there; {r.seconds:.1f}s")
         if r.pool_tags_written:
             print(f"  pool: {r.pool_tags_written} keys published")
         for note in r.skipped:
             print(f"  left out: {note}")
     return 0
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -229,15 +225,14 @@ def _pull(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(f"pulled {result['reference']}@{result['manifest_digest']} into {result['directory']}: "
-              f"{result['layers']} layers verified, {result['files']} files, {_human(result['bytes'])} downloaded")
+              f"{result['layers']} layers verified, {result['files']} files, {format_size(result['bytes'])} downloaded")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
     from .check import check_image
 
-    narrowing = Narrowing(packages=tuple(args.package), extras=tuple(args.extra), groups=tuple(args.group),
-                          no_dev=args.no_dev)
+    narrowing = _narrowing(args)
     result = check_image(args.reference, args.lock, platform=args.platform, python=args.python,
                          python_platform=args.python_platform, narrowing=narrowing, uv=args.uv,
                          options=_registry_options(args))
@@ -261,7 +256,7 @@ def _copy(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(f"copied {result['source']} to {result['destination']}@{result['manifest_digest']}: "
-              f"{result['blobs_uploaded']} blobs uploaded ({_human(result['bytes_uploaded'])}), "
+              f"{result['blobs_uploaded']} blobs uploaded ({format_size(result['bytes_uploaded'])}), "
               f"{result['blobs_mounted']} mounted, {result['blobs_present']} already there")
     return 0
 

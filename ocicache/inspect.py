@@ -12,7 +12,7 @@ from .endpoints import Endpoints
 from .errors import OcicacheError
 from .oci import Descriptor, Digest
 
-__all__ = ["describe", "format_table", "inspect_ref"]
+__all__ = ["describe", "format_size", "format_table", "inspect_ref", "read_manifest"]
 
 
 def inspect_ref(value: str, options: RegistryOptions | None = None) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict
     }
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -81,13 +81,13 @@ def format_table(info: dict[str, Any]) -> str:
         f"{info['reference']}  {info['manifest_digest']}",
         f"uv {info['uv_version']} ({info['cache_format']}), target {t['platform']} CPython {t['python']} "
         f"{t['python_platform']}, {info['compression']}",
-        f"{len(info['layers'])} layers, {_size(info['total_size'])} compressed",
+        f"{len(info['layers'])} layers, {format_size(info['total_size'])} compressed",
         "",
         f"{'#':>3}  {'KIND':<8} {'SIZE':>10}  {'DIGEST':<19}  PACKAGES",
     ]
     for i, layer in enumerate(info["layers"]):
         names = ", ".join(f"{p['name']} {p['version']}" for p in layer["packages"]) or "(cache scaffold)"
-        lines.append(f"{i:>3}  {layer['kind']:<8} {_size(layer['size']):>10}  {layer['digest'][:19]}  {names}")
+        lines.append(f"{i:>3}  {layer['kind']:<8} {format_size(layer['size']):>10}  {layer['digest'][:19]}  {names}")
     for note in info["skipped"]:
         lines.append(f"left out: {note}")
     return "\n".join(lines)
