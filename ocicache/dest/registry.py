@@ -19,7 +19,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -57,7 +57,7 @@ class RegistryOptions:
     insecure: bool = False  # allow plain HTTP (and unverified TLS) for this registry
     ca_cert: Path | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, a log or an error
     jobs: int = 4  # concurrent blob uploads, like ggcr's default
     chunk_size: int = 64 << 20
     # One streamed PUT up to this size (the fastest, and what every registry accepts); PATCH chunks above
