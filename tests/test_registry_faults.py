@@ -219,3 +219,19 @@ def test_bearer_token_scopes_include_pull_on_the_mount_source():
     request = httpx.Request("POST", "https://r.test/v2/team/b/blobs/uploads/?mount=sha256:ab&from=team/a")
     assert scopes_for(request) == ["repository:team/b:pull,push", "repository:team/a:pull"]
     assert scopes_for(httpx.Request("HEAD", "https://r.test/v2/x/y/blobs/sha256:ab")) == ["repository:x/y:pull"]
+
+
+def test_secrets_stay_out_of_reprs_and_errors():
+    from ocicache.auth import Credentials
+
+    secret = "hunter2-very-secret"
+    assert secret not in repr(RegistryOptions(username="u", password=secret))
+    assert secret not in repr(Credentials("u", secret))
+    fake = FakeRegistry()
+    fake.fault = lambda request: httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+    client = RegistryClient("registry.test", RegistryOptions(username="u", password=secret),
+                            transport=httpx.MockTransport(fake.handler))
+    client.ping()  # 401 is an answer at ping time
+    with pytest.raises(RegistryError) as info:
+        Registry(client, "a/b").check_push_access()
+    assert "authentication failed" in str(info.value) and secret not in str(info.value)
