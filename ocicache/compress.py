@@ -59,11 +59,3 @@ def get_codec(name: str) -> Codec:
 
         return Codec("zstd", LAYER_ZSTD_MEDIA_TYPE, ZSTD_LEVEL, f"zstandard-{zstandard.__version__}")
     raise ValueError(f"unknown compression {name!r} (choose gzip or zstd)")
-
-
-def codec_for_media_type(media_type: str) -> Codec | None:
-    if media_type == LAYER_GZIP_MEDIA_TYPE:
-        return get_codec("gzip")
-    if media_type == LAYER_ZSTD_MEDIA_TYPE:
-        return get_codec("zstd")
-    return None

@@ -313,13 +313,6 @@ def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, s
                             packages=tuple(t.to_annotation() for t in group.trees if t.package))
 
 
-def _unique(descs: tuple[Descriptor, ...]) -> list[Descriptor]:
-    seen: dict[Digest, Descriptor] = {}
-    for d in descs:
-        seen.setdefault(d.digest, d)
-    return list(seen.values())
-
-
 def _image_annotations(uv: UvTool, target: Target, codec: Codec, skipped: tuple[str, ...]) -> dict[str, str]:
     annotations = {
         oci.A_VERSION: __version__,

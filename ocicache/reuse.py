@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +138,3 @@ def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list
                                     f"its annotation says {pkg.size}")
             trees.append(tree)
     return trees
-
-
-def cleanup(scratch: Path) -> None:
-    shutil.rmtree(scratch / "extracted", ignore_errors=True)
