@@ -13,7 +13,7 @@ from . import oci
 from .oci import Descriptor, Digest, canonical_json
 from .target import Target
 
-__all__ = ["Image", "LayerDescription", "assemble_image"]
+__all__ = ["Image", "LayerDescription", "assemble_image", "assemble_index"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,3 +79,14 @@ def assemble_image(layers: list[LayerDescription], target: Target, annotations: 
                                size=len(manifest), platform=target.oci_config_platform())
     return Image(config=config, config_descriptor=config_desc, manifest=manifest,
                  manifest_descriptor=manifest_desc, layers=layer_descs)
+
+
+def assemble_index(images: list[Image], annotations: dict[str, str]) -> tuple[Descriptor, bytes]:
+    """An image index over one image per target; builders pick the manifest of their platform."""
+    body = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": oci.INDEX_MEDIA_TYPE,
+        "manifests": [image.manifest_descriptor.to_json() for image in images],
+        "annotations": dict(annotations),
+    })
+    return Descriptor(media_type=oci.INDEX_MEDIA_TYPE, digest=Digest.of(body), size=len(body)), body

@@ -50,7 +50,7 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
         selection = select_packages(export_pylock(tool, lock.path, narrowing, Path(scratch) / "cache"), lock, target)
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, ref = endpoints.source(image)
-        _, manifest = read_manifest(source, tag, str(ref))
+        _, manifest, _ = read_manifest(source, tag, str(ref), target.oci_platform)
     annotations = manifest.get("annotations", {})
     problems = []
     image_uv = annotations.get(oci.A_UV_VERSION)

@@ -68,11 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("lock", type=Path, metavar="LOCK", help="the project's uv.lock (its pyproject.toml beside it)")
     push.add_argument("destination", metavar="DEST", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG]")
     tgt = push.add_argument_group("target (match the image your Dockerfile builds on)")
-    tgt.add_argument("--platform", help="OCI platform: linux/amd64 or linux/arm64 (default: this machine's)")
+    tgt.add_argument("--platform", action="append", default=[],
+                     help="OCI platform: linux/amd64 or linux/arm64 (default: this machine's); repeat it "
+                          "for one image per platform under one tag (an image index)")
     tgt.add_argument("--python", help="CPython version of the target, 3.Y or 3.Y.Z (default: the lowest "
                                       "3.Y from 3.10 up that the lock's requires-python allows)")
-    tgt.add_argument("--python-platform", metavar="TRIPLE",
-                     help="exact libc level in uv's syntax, e.g. x86_64-manylinux_2_36, "
+    tgt.add_argument("--python-platform", metavar="TRIPLE", action="append", default=[],
+                     help="exact libc level in uv's syntax (repeatable, one per platform), e.g. x86_64-manylinux_2_36, "
                           "aarch64-manylinux_2_28, x86_64-unknown-linux-musl "
                           f"(default: <arch>-manylinux_{DEFAULT_GLIBC[0]}_{DEFAULT_GLIBC[1]}, Debian 12)")
     sel = push.add_argument_group("selection (default: every workspace package, extra and group)")
@@ -108,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", help="show the layers, packages, sizes, uv version and target of an image")
     insp.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
     insp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    insp.add_argument("--platform",
+                      help="for an index: the platform to show (default: the only one, or this machine's)")
     _registry_arguments(insp)
 
     pull = sub.add_parser(
@@ -117,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
     pull.add_argument("directory", type=Path, metavar="DIR", help="the uv cache directory, e.g. ~/.cache/uv")
     pull.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    pull.add_argument("--platform",
+                      help="for an index: the platform to pull (default: the only one, or this machine's)")
     _registry_arguments(pull)
 
     check = sub.add_parser(
@@ -184,8 +190,8 @@ def _push(args: argparse.Namespace) -> int:
     if args.buckets < 1:
         raise UsageError("--buckets must be at least 1")
     narrowing = _narrowing(args)
-    opts = PushOptions(lock=args.lock, destination=args.destination, platform=args.platform,
-                       python=args.python, python_platform=args.python_platform, narrowing=narrowing,
+    opts = PushOptions(lock=args.lock, destination=args.destination, platforms=tuple(args.platform),
+                       python=args.python, python_platforms=tuple(args.python_platform), narrowing=narrowing,
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
                        compression=args.compression, uv=args.uv, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=_registry_options(args))
@@ -212,7 +218,7 @@ def _push(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from .inspect import format_table, inspect_ref
 
-    info = inspect_ref(args.reference, _registry_options(args))
+    info = inspect_ref(args.reference, _registry_options(args), args.platform)
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_table(info))
     return 0
 
@@ -220,7 +226,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from .pull import pull
 
-    result = pull(args.reference, args.directory, _registry_options(args))
+    result = pull(args.reference, args.directory, _registry_options(args), args.platform)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from .assemble import Image
-from .dest import BlobOrigin, write_image
+from .dest import BlobOrigin, ImageSource, write_images
 from .dest.layout import open_layout_for_write
 from .dest.registry import RegistryOptions
 from .endpoints import Endpoints
-from .errors import UsageError
+from .errors import OcicacheError, UsageError
 from .inspect import read_manifest
 from .oci import Descriptor, Digest
 from .refs import LayoutRef, parse_ref
@@ -22,25 +22,44 @@ def copy_image(source_value: str, dest_value: str, options: RegistryOptions | No
     dest_ref = parse_ref(dest_value)
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, src_ref = endpoints.source(source_value)
-        desc, manifest = read_manifest(source, tag, str(src_ref))
-        found = source.get_manifest(str(desc.digest))
-        assert found is not None
-        body = found[1]
-        config_desc = Descriptor.from_json(manifest["config"])
-        config = source.read_blob(config_desc.digest)
-        manifest_desc = Descriptor(media_type=desc.media_type, digest=Digest.of(body), size=len(body))
-        image = Image(config=config, config_descriptor=config_desc, manifest=body, manifest_descriptor=manifest_desc,
-                      layers=tuple(Descriptor.from_json(x) for x in manifest["layers"]))
-        blobs = [(layer, BlobOrigin(source=source)) for layer in image.layers]
+        found = source.get_manifest(tag)
+        if found is None:
+            raise OcicacheError(f"{src_ref}: no such image")
+        top_desc, top_body = found
+        document = json.loads(top_body)
+        index = None
+        if isinstance(document, dict) and isinstance(document.get("manifests"), list):
+            index = (top_desc, top_body)
+            images = [_image(source, str(child["digest"]), str(src_ref)) for child in document["manifests"]]
+        else:
+            images = [_image(source, tag, str(src_ref))]
+        blobs = [(layer, BlobOrigin(source=source)) for image in images for layer in image.layers]
         if isinstance(dest_ref, LayoutRef):
             with open_layout_for_write(dest_ref.path) as layout:
-                report = write_image(layout, image, blobs, dest_ref.tag, jobs=endpoints.options.jobs)
+                report = write_images(layout, images, blobs, dest_ref.tag, index=index, jobs=endpoints.options.jobs)
         else:
             if dest_ref.digest:
                 raise UsageError(f"{dest_ref}: copy to a tag, not a digest")
             registry = endpoints.registry(dest_ref)
-            report = write_image(registry, image, blobs, dest_ref.tag or "latest", jobs=endpoints.options.jobs)
+            report = write_images(registry, images, blobs, dest_ref.tag or "latest", index=index,
+                                  jobs=endpoints.options.jobs)
+    desc = top_desc
     return {"source": str(src_ref), "destination": str(dest_ref), "manifest_digest": str(desc.digest),
             "blobs_uploaded": report.count("uploaded"), "blobs_mounted": report.count("mounted"),
             "blobs_present": report.count("present"), "bytes_uploaded": report.bytes("uploaded"),
-            "layers": len(json.loads(body)["layers"])}
+            "layers": sum(len(image.layers) for image in images)}
+
+
+def _image(source: ImageSource, ref: str, where: str) -> Image:
+    """An image as it is in `source`: manifest bytes untouched, so digests stay the same."""
+    desc, manifest, _ = read_manifest(source, ref, where)
+    found = source.get_manifest(str(desc.digest))
+    assert found is not None
+    body = found[1]
+    config_desc = Descriptor.from_json(manifest["config"])
+    platform = {k: v for k, v in json.loads(source.read_blob(config_desc.digest)).items()
+                if k in ("os", "architecture", "variant")}
+    return Image(config=source.read_blob(config_desc.digest), config_descriptor=config_desc, manifest=body,
+                 manifest_descriptor=Descriptor(media_type=desc.media_type, digest=Digest.of(body), size=len(body),
+                                                platform=platform or None),
+                 layers=tuple(Descriptor.from_json(x) for x in manifest["layers"]))

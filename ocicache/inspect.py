@@ -15,28 +15,52 @@ from .oci import Descriptor, Digest
 __all__ = ["describe", "format_size", "format_table", "inspect_ref", "read_manifest"]
 
 
-def inspect_ref(value: str, options: RegistryOptions | None = None) -> dict[str, Any]:
+def inspect_ref(value: str, options: RegistryOptions | None = None, platform: str | None = None) -> dict[str, Any]:
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, ref = endpoints.source(value)
-        desc, manifest = read_manifest(source, tag, str(ref))
+        desc, manifest, platforms = read_manifest(source, tag, str(ref), platform)
         config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
-    return describe(str(ref), str(desc.digest), manifest, config)
+    info = describe(str(ref), str(desc.digest), manifest, config)
+    info["platforms"] = platforms
+    return info
 
 
-def read_manifest(source: ImageSource, tag: str, where: str) -> tuple[Descriptor, dict[str, Any]]:
-    """The image manifest at `tag`; a clear error for a missing tag or an index/foreign document."""
+def read_manifest(source: ImageSource, tag: str, where: str, platform: str | None = None
+                  ) -> tuple[Descriptor, dict[str, Any], list[str]]:
+    """The image manifest at `tag` (for an index: the child for `platform`, by default the only one or
+    this machine's); also every platform the tag offers. Clear errors for anything else."""
     found = source.get_manifest(tag)
     if found is None:
         raise OcicacheError(f"{where}: no such image")
     desc, body = found
     try:
-        manifest = json.loads(body)
+        document = json.loads(body)
     except ValueError:
         raise OcicacheError(f"{where}: the manifest is not JSON") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list) or \
-            "config" not in manifest:
+    if isinstance(document, dict) and isinstance(document.get("manifests"), list):
+        children = [c for c in document["manifests"] if isinstance(c, dict) and isinstance(c.get("platform"), dict)]
+        platforms = [_platform(c["platform"]) for c in children]
+        wanted = platform or (platforms[0] if len(platforms) == 1 else _host_platform())
+        wanted = wanted.removesuffix("/v8")
+        match = [c for c, p in zip(children, platforms, strict=True) if p.removesuffix("/v8") == wanted]
+        if not match:
+            raise OcicacheError(f"{where}: no image for {wanted} (platforms: {', '.join(platforms) or 'none'}); "
+                                "pass --platform")
+        child_desc, child_manifest, _ = read_manifest(source, str(match[0]["digest"]), where)
+        return child_desc, child_manifest, platforms
+    if not isinstance(document, dict) or not isinstance(document.get("layers"), list) or "config" not in document:
         raise OcicacheError(f"{where}: not an image manifest ({desc.media_type})")
-    return desc, manifest
+    return desc, document, []
+
+
+def _platform(p: dict[str, Any]) -> str:
+    return f"{p.get('os')}/{p.get('architecture')}" + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def _host_platform() -> str:
+    from .target import make_target
+
+    return make_target(platform=None, python="3.12", python_platform=None).oci_platform
 
 
 def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -90,4 +114,6 @@ def format_table(info: dict[str, Any]) -> str:
         lines.append(f"{i:>3}  {layer['kind']:<8} {format_size(layer['size']):>10}  {layer['digest'][:19]}  {names}")
     for note in info["skipped"]:
         lines.append(f"left out: {note}")
+    if info.get("platforms"):
+        lines.append(f"platforms in this index: {', '.join(info['platforms'])} (shown: {info['platform']})")
     return "\n".join(lines)

@@ -24,7 +24,8 @@ from .unpack import extract_members, open_layer
 __all__ = ["pull"]
 
 
-def pull(value: str, directory: Path, options: RegistryOptions | None = None) -> dict[str, Any]:
+def pull(value: str, directory: Path, options: RegistryOptions | None = None,
+         platform: str | None = None) -> dict[str, Any]:
     if directory.exists() and not directory.is_dir():
         raise OcicacheError(f"{directory}: exists and is not a directory")
     try:
@@ -35,7 +36,7 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None) ->
     try:
         with Endpoints(options or RegistryOptions()) as endpoints:
             source, tag, ref = endpoints.source(value)
-            desc, manifest = read_manifest(source, tag, str(ref))
+            desc, manifest, _ = read_manifest(source, tag, str(ref), platform)
             config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
             diff_ids = config.get("rootfs", {}).get("diff_ids", [])
             layers = [Descriptor.from_json(raw) for raw in manifest["layers"]]

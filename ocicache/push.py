@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, oci
-from .assemble import Image, LayerDescription, assemble_image
+from .assemble import Image, LayerDescription, assemble_image, assemble_index
 from .compress import Codec, get_codec
-from .dest import BlobOrigin, ImageSource, WriteReport, write_image
+from .dest import BlobOrigin, ImageSource, WriteReport, write_images
 from .dest.layout import Layout, check_writable, open_layout_for_write
 from .dest.registry import Registry, RegistryOptions
 from .endpoints import Endpoints
 from .errors import LayoutError, UsageError
 from .keys import group_key, package_key
-from .lock import read_lock
+from .lock import Lock, read_lock
 from .normalise import base_tree, normalise_cache
 from .oci import Descriptor, Digest
 from .pack import pack_layer
@@ -32,9 +32,9 @@ from .pool import Pool
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
 from .refs import LayoutRef, RegistryRef, parse_ref
-from .reuse import KnownLayer, KnownLayers, extract_known_packages, read_image_manifest
+from .reuse import KnownLayers, KnownPackage, extract_known_packages, read_image_manifests
 from .selection import Selected, select_packages
-from .target import Target, make_target
+from .target import Target, make_targets
 from .tree import PackageTree
 
 __all__ = ["PushOptions", "PushResult", "push"]
@@ -46,9 +46,9 @@ DEFAULT_JOBS = 2  # packing is CPU-bound (hash + compress); the codecs and hashl
 class PushOptions:
     lock: Path
     destination: str
-    platform: str | None = None
+    platforms: tuple[str, ...] = ()  # several (or several python_platforms) make an image index
     python: str | None = None
-    python_platform: str | None = None
+    python_platforms: tuple[str, ...] = ()
     narrowing: Narrowing = field(default_factory=Narrowing)
     max_layers: int = DEFAULT_MAX_LAYERS
     buckets: int = DEFAULT_BUCKETS
@@ -64,8 +64,8 @@ class PushOptions:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PushResult:
     reference: str
-    manifest_digest: str
-    target: dict[str, str]
+    manifest_digest: str  # the image's, or the index's when several targets were pushed
+    targets: list[dict[str, str]]  # with each target's own manifest digest
     uv_version: str
     layers: list[dict[str, Any]]
     skipped: list[str]
@@ -96,30 +96,48 @@ def _layer_key(group: LayerGroup, cache_format: str) -> str:
 
 @dataclass
 class _Builder:
-    """Populates and normalises packages into trees, in as many uv runs as reuse requires."""
+    """Turns packages into trees: populated by uv (one shared scratch cache, so a pure wheel is
+    downloaded once for every target), or taken out of known layers."""
 
     uv: UvTool
-    target: Target
     pylock_text: str
     scratch: Path
     progress: Progress
     populated: int = 0
+    extracted: int = 0
     _runs: int = 0
 
-    def build(self, keyed: list[tuple[Selected, str]]) -> list[PackageTree]:
+    def populate(self, keyed: list[tuple[Selected, str]], target: Target) -> list[PackageTree]:
         if not keyed:
             return []
         self._runs += 1
         run_dir = self.scratch / f"populate-{self._runs}"
         run_dir.mkdir()
-        names = {s.name for s, _ in keyed}
-        (run_dir / "pylock.toml").write_text(filter_pylock(self.pylock_text, names))
+        (run_dir / "pylock.toml").write_text(filter_pylock(self.pylock_text, {s.name for s, _ in keyed}))
         self.progress.step(f"filling a uv cache with {len(keyed)} packages (uv {self.uv.version})")
         cache = self.scratch / "cache"
-        populate_cache(self.uv, run_dir / "pylock.toml", self.target, cache, run_dir)
+        populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir)
         self.populated += len(keyed)
         self.progress.step("normalising cache entries")
         return normalise_cache(cache, self.uv.format, keyed)
+
+    def extract(self, packages: list[KnownPackage]) -> list[PackageTree]:
+        self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
+        self.extracted += len(packages)
+        return extract_known_packages(packages, self.scratch / f"extract-{self.extracted}")
+
+
+@dataclass
+class _Built:
+    """One target's image, and where each of its layer blobs can be had."""
+
+    target: Target
+    image: Image
+    layers: list[LayerDescription]
+    blobs: list[tuple[Descriptor, BlobOrigin]]
+    new_digests: set[Digest]
+    reused_from_pool: set[Digest]
+    skipped: tuple[str, ...]
 
 
 @dataclass
@@ -154,12 +172,13 @@ class _Destination:
         except LayoutError:
             return None
 
-    def write(self, image: Image, blobs: list[tuple[Descriptor, BlobOrigin]], jobs: int) -> WriteReport:
+    def write(self, images: list[Image], blobs: list[tuple[Descriptor, BlobOrigin]],
+              index: tuple[Descriptor, bytes] | None, jobs: int) -> WriteReport:
         if self.registry is not None:
-            return write_image(self.registry, image, blobs, self.tag, jobs=jobs)
+            return write_images(self.registry, images, blobs, self.tag, index=index, jobs=jobs)
         assert isinstance(self.ref, LayoutRef)
         with open_layout_for_write(self.ref.path) as layout:
-            return write_image(layout, image, blobs, self.tag, jobs=jobs)
+            return write_images(layout, images, blobs, self.tag, index=index, jobs=jobs)
 
 
 def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
@@ -167,102 +186,138 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
     started = time.monotonic()
     ref = parse_ref(opts.destination)
     lock = read_lock(opts.lock)
-    target = make_target(platform=opts.platform, python=opts.python, python_platform=opts.python_platform,
-                         requires_python=lock.requires_python)
+    targets = make_targets(platforms=opts.platforms, python=opts.python, python_platforms=opts.python_platforms,
+                           requires_python=lock.requires_python)
     codec = get_codec(opts.compression)
     uv = find_uv(opts.uv)
-    fmt = uv.format
     pool_ref = parse_ref(opts.pool) if opts.pool else None
     if pool_ref is not None and not isinstance(pool_ref, RegistryRef):
         raise UsageError(f"--pool {opts.pool}: expected REGISTRY/REPOSITORY")
     with Endpoints(opts.registry) as endpoints, tempfile.TemporaryDirectory(prefix="ocicache-") as scratch_name:
         dest = _Destination.connect(ref, endpoints)
         pool = Pool(endpoints.registry(pool_ref)) if isinstance(pool_ref, RegistryRef) else None
-        progress.step(f"target {target.describe()}; uv {uv.version}")
         scratch = Path(scratch_name)
+        (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
-        selection = select_packages(pylock_text, lock, target)
-        for note in selection.skipped:
-            progress.step(f"left out {note}")
-        keyed = [(s, package_key(s, fmt, codec)) for s in selection.selected]
-
-        known = _known_layers(dest, opts.cache_from, pool, [k for _, k in keyed], endpoints, progress)
-        builder = _Builder(uv, target, pylock_text, scratch, progress)
-        # Known packages are planned from their recorded sizes and neither downloaded nor built...
-        trees_by_key = {key: PackageTree(package=known.packages[key].ref, known_size=known.packages[key].size)
-                        for _, key in keyed if key in known.packages}
-        for tree in builder.build([(s, k) for s, k in keyed if k not in trees_by_key]):
-            assert tree.package is not None
-            trees_by_key[tree.package.key] = tree
-        groups = _plan(trees_by_key, keyed, opts, base_tree(fmt))
-        # ...unless their bundle must be rebuilt: then they are taken out of the layer that holds them.
-        missing = sorted({t.package.key for g in groups if known.layer(_layer_key(g, fmt.id)) is None
-                          for t in g.trees if t.is_placeholder and t.package})
-        extracted = 0
-        if missing:
-            progress.step(f"taking {len(missing)} packages out of known layers to re-bundle them")
-            for tree in extract_known_packages([known.packages[k] for k in missing], scratch):
-                assert tree.package is not None
-                trees_by_key[tree.package.key] = tree
-            extracted = len(missing)
-            groups = _plan(trees_by_key, keyed, opts, base_tree(fmt))
-
-        reuse = {i: known.layer(_layer_key(g, fmt.id)) for i, g in enumerate(groups)}
-        layers, blob_files = _pack_groups(groups, reuse, codec, fmt.id, scratch, opts.jobs, progress)
-        image = assemble_image(layers, target, _image_annotations(uv, target, codec, selection.skipped))
-        blobs = []
-        for i, desc in enumerate(image.layers):
-            known_layer = reuse[i]
-            origin = BlobOrigin(path=blob_files[desc.digest]) if desc.digest in blob_files \
-                else BlobOrigin(source=known_layer.origin if known_layer else None)
-            blobs.append((desc, origin))
+        builder = _Builder(uv, pylock_text, scratch, progress)
+        known = _known_layers(dest, opts.cache_from, endpoints, progress)
+        state = _SharedState()
+        built = [_build_for_target(t, lock, opts, uv, codec, builder, known, pool, state, progress) for t in targets]
 
         progress.step(f"writing {ref}")
-        report = dest.write(image, blobs, opts.registry.jobs)
+        images = [b.image for b in built]
+        index = assemble_index(images, _index_annotations(uv, codec)) if len(images) > 1 else None
+        report = dest.write(images, [blob for b in built for blob in b.blobs], index, opts.registry.jobs)
         pool_tags = 0
         if pool is not None:
             progress.step(f"publishing layers to the pool {pool}")
             written_to = dest.source()
-            publish = [(layer, BlobOrigin(source=written_to)) for i, layer in enumerate(layers)
-                       if not (reuse[i] is not None and reuse[i].origin is pool.registry)]
-            pool_tags = pool.publish(publish, target.oci_config_platform())
+            pool_tags = sum(pool.publish([(layer, BlobOrigin(source=written_to)) for layer in b.layers
+                                          if layer.digest not in b.reused_from_pool],
+                                         b.target.oci_config_platform()) for b in built)
     progress.close()
-    rows = [{"digest": str(desc.digest), "size": desc.size, "kind": layer.kind, "key": layer.key,
-             "packages": [p["name"] for p in layer.packages], "reused": desc.digest not in blob_files,
-             "blob": report.outcomes.get(desc.digest, "present")}
-            for desc, layer in zip(image.layers, layers, strict=True)]
+    rows = [{"platform": b.target.oci_platform, "digest": str(layer.digest), "size": layer.size, "kind": layer.kind,
+             "key": layer.key, "packages": [p["name"] for p in layer.packages],
+             "reused": layer.digest not in b.new_digests, "blob": report.outcomes.get(layer.digest, "present")}
+            for b in built for layer in b.layers]
+    top = index[0].digest if index else images[0].manifest_descriptor.digest
     return PushResult(
-        reference=str(ref), manifest_digest=str(image.manifest_descriptor.digest),
-        target={"platform": target.oci_platform, "python": target.python_full,
-                "python_platform": target.python_platform},
-        uv_version=uv.version, layers=rows, skipped=list(selection.skipped),
-        packages_populated=builder.populated, packages_extracted=extracted,
-        layers_built=len(blob_files), layers_reused=sum(1 for r in rows if r["reused"]),
+        reference=str(ref), manifest_digest=str(top),
+        targets=[{"platform": b.target.oci_platform, "python": b.target.python_full,
+                  "python_platform": b.target.python_platform,
+                  "manifest_digest": str(b.image.manifest_descriptor.digest)} for b in built],
+        uv_version=uv.version, layers=rows, skipped=sorted({s for b in built for s in b.skipped}),
+        packages_populated=builder.populated, packages_extracted=builder.extracted,
+        layers_built=len(state.packed), layers_reused=sum(1 for r in rows if r["reused"]),
         blobs_uploaded=report.count("uploaded"), blobs_mounted=report.count("mounted"),
         blobs_present=report.count("present"), bytes_uploaded=report.bytes("uploaded"),
         pool_tags_written=pool_tags, seconds=time.monotonic() - started,
     )
 
 
-def _known_layers(dest: _Destination, cache_from: tuple[str, ...], pool: Pool | None, keys: list[str],
-                  endpoints: Endpoints, progress: Progress) -> KnownLayers:
-    """Layers of the destination tag's image, every --cache-from image, and the pool's for `keys`."""
+@dataclass
+class _SharedState:
+    """What one target's build leaves for the next: trees and packed layers, by key."""
+
+    trees: dict[str, PackageTree] = field(default_factory=dict)
+    packed: dict[str, tuple[LayerDescription, Path]] = field(default_factory=dict)  # by layer key
+
+
+def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool, codec: Codec, builder: _Builder,
+                      known: KnownLayers, pool: Pool | None, state: _SharedState, progress: Progress) -> _Built:
+    fmt = uv.format
+    progress.step(f"target {target.describe()}; uv {uv.version}")
+    selection = select_packages(builder.pylock_text, lock, target)
+    for note in selection.skipped:
+        progress.step(f"left out {note}")
+    keyed = [(s, package_key(s, fmt, codec)) for s in selection.selected]
+    if pool is not None:
+        hits = pool.lookup([k for _, k in keyed if k not in state.trees], known)
+        progress.step(f"pool {pool}: {hits} of {len(keyed)} packages known")
+    # Packages built for an earlier target (same key ⇒ same tree), then known packages, planned from
+    # their recorded sizes and neither downloaded nor built...
+    trees = {k: state.trees[k] for _, k in keyed if k in state.trees}
+    trees |= {k: PackageTree(package=known.packages[k].ref, known_size=known.packages[k].size)
+              for _, k in keyed if k not in trees and k in known.packages}
+    for tree in builder.populate([(s, k) for s, k in keyed if k not in trees], target):
+        assert tree.package is not None
+        trees[tree.package.key] = tree
+    groups = _plan(trees, keyed, opts, base_tree(fmt))
+
+    def reusable(group: LayerGroup) -> bool:
+        key = _layer_key(group, fmt.id)
+        return key in state.packed or known.layer(key) is not None
+
+    # ...unless their bundle must be rebuilt: then they are taken out of the layer that holds them.
+    missing = sorted({t.package.key for g in groups if not reusable(g) for t in g.trees
+                      if t.is_placeholder and t.package})
+    if missing:
+        for tree in builder.extract([known.packages[k] for k in missing]):
+            assert tree.package is not None
+            trees[tree.package.key] = tree
+        groups = _plan(trees, keyed, opts, base_tree(fmt))
+    state.trees |= {k: t for k, t in trees.items() if not t.is_placeholder}
+
+    todo = [g for g in groups if not reusable(g)]
+    progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused")
+    _pack_groups(todo, codec, fmt.id, builder.scratch / "blobs", opts.jobs, state, progress)
+    layers, blobs, new, from_pool = [], [], set(), set()
+    for group in groups:
+        key = _layer_key(group, fmt.id)
+        if key in state.packed:
+            layer, path = state.packed[key]
+            origin = BlobOrigin(path=path)
+            new.add(layer.digest)
+        else:
+            known_layer = known.layer(key)
+            assert known_layer is not None
+            layer = LayerDescription.from_descriptor(known_layer.descriptor)  # same key ⇒ same layer
+            origin = BlobOrigin(source=known_layer.origin)
+            if pool is not None and known_layer.origin is pool.registry:
+                from_pool.add(layer.digest)
+        layers.append(layer)
+        blobs.append((layer.descriptor(), origin))
+    image = assemble_image(layers, target, _image_annotations(uv, target, codec, selection.skipped))
+    return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
+                  reused_from_pool=from_pool, skipped=selection.skipped)
+
+
+def _known_layers(dest: _Destination, cache_from: tuple[str, ...], endpoints: Endpoints,
+                  progress: Progress) -> KnownLayers:
+    """Layers of the destination tag's image(s) and of every --cache-from image (the pool is asked
+    per target, for the keys it needs)."""
     known = KnownLayers()
     source = dest.source()
     if source is not None:
-        manifest = read_image_manifest(source, dest.tag)
-        if manifest is not None:
+        for manifest in read_image_manifests(source, dest.tag):
             known.add_manifest(manifest, source)
     for value in cache_from:
         src, tag, _ = endpoints.source(value)
-        manifest = read_image_manifest(src, tag)
-        if manifest is None:
+        manifests = read_image_manifests(src, tag)
+        if not manifests:
             progress.step(f"--cache-from {value}: no such image; ignored")
-            continue
-        known.add_manifest(manifest, src)
-    if pool is not None:
-        hits = pool.lookup(keys, known)
-        progress.step(f"pool {pool}: {hits} of {len(keys)} packages known")
+        for manifest in manifests:
+            known.add_manifest(manifest, src)
     return known
 
 
@@ -273,37 +328,23 @@ def _plan(trees_by_key: dict[str, PackageTree], keyed: list[tuple[Selected, str]
                        solo_threshold=opts.solo_threshold)
 
 
-def _pack_groups(groups: list[LayerGroup], reuse: dict[int, KnownLayer | None], codec: Codec, fmt_id: str,
-                 scratch: Path, jobs: int, progress: Progress
-                 ) -> tuple[list[LayerDescription], dict[Digest, Path]]:
-    """Pack the groups that are not reused; return layer descriptions and the new blob files."""
-    blob_dir = scratch / "blobs"
-    blob_dir.mkdir()
-    todo = [i for i in range(len(groups)) if reuse[i] is None]
-    progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused")
+def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: Path, jobs: int,
+                 state: _SharedState, progress: Progress) -> None:
+    """Pack `groups` (concurrently) into `blob_dir`; record each in `state.packed` by layer key."""
     done = 0
 
-    def pack(index: int) -> LayerDescription:
+    def pack(group: LayerGroup) -> None:
         nonlocal done
-        group = groups[index]
-        packed = pack_layer([e for t in group.trees for e in t.entries], blob_dir / f"layer-{index:03d}", codec)
+        key = _layer_key(group, fmt_id)
+        path = blob_dir / f"layer-{key.split(':')[1]}"
+        packed = pack_layer([e for t in group.trees for e in t.entries], path, codec)
+        state.packed[key] = (_describe(group, fmt_id, packed.digest, packed.diff_id, packed.size,
+                                       packed.media_type), path)
         done += 1
-        progress.count("layers packed", done, len(todo))
-        return _describe(group, fmt_id, packed.digest, packed.diff_id, packed.size, packed.media_type)
+        progress.count("layers packed", done, len(groups))
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        built = dict(zip(todo, pool.map(pack, todo), strict=True))
-    layers = []
-    files: dict[Digest, Path] = {}
-    for i in range(len(groups)):
-        if i in built:
-            layers.append(built[i])
-            files.setdefault(built[i].digest, blob_dir / f"layer-{i:03d}")
-        else:
-            known = reuse[i]
-            assert known is not None
-            layers.append(LayerDescription.from_descriptor(known.descriptor))  # same key ⇒ same layer
-    return layers, files
+        list(pool.map(pack, groups))
 
 
 def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, size: int,
@@ -311,6 +352,11 @@ def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, s
     return LayerDescription(digest=digest, diff_id=diff_id, size=size, media_type=media_type, kind=group.kind,
                             key=_layer_key(group, fmt_id),
                             packages=tuple(t.to_annotation() for t in group.trees if t.package))
+
+
+def _index_annotations(uv: UvTool, codec: Codec) -> dict[str, str]:
+    return {oci.A_VERSION: __version__, oci.A_UV_VERSION: uv.version, oci.A_CACHE_FORMAT: uv.format.id,
+            oci.A_COMPRESSION: codec.id}
 
 
 def _image_annotations(uv: UvTool, target: Target, codec: Codec, skipped: tuple[str, ...]) -> dict[str, str]:

@@ -82,19 +82,25 @@ def _packages(desc: Descriptor) -> list[dict[str, Any]]:
             and all(isinstance(p.get(k), t) for k, t in fields.items())] if isinstance(packages, list) else []
 
 
-def read_image_manifest(source: ImageSource, tag: str) -> dict[str, Any] | None:
-    """The image manifest at `tag` of `source`, or None if there is none (or it is not an image)."""
+def read_image_manifests(source: ImageSource, tag: str) -> list[dict[str, Any]]:
+    """The image manifest(s) at `tag`: one, every child of an index, or none if there is no image."""
     found = source.get_manifest(tag)
     if found is None:
-        return None
-    _desc, body = found
+        return []
     try:
-        manifest = json.loads(body)
+        document = json.loads(found[1])
     except ValueError:
-        return None
-    if not isinstance(manifest, dict) or "layers" not in manifest:
-        return None
-    return manifest
+        return []
+    if not isinstance(document, dict):
+        return []
+    if "layers" in document:
+        return [document]
+    manifests = []
+    for child in document.get("manifests", []) if isinstance(document.get("manifests"), list) else []:
+        digest = child.get("digest") if isinstance(child, dict) else None
+        if isinstance(digest, str) and child.get("mediaType") == oci.MANIFEST_MEDIA_TYPE:
+            manifests += read_image_manifests(source, digest)
+    return manifests
 
 
 def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list[PackageTree]:

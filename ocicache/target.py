@@ -175,3 +175,31 @@ def _python_version(value: str | None, requires_python: SpecifierSet | None) -> 
                 requires_python.contains(f"3.{minor}.99", True):
             return (3, minor, 0)
     raise UsageError(f"no CPython 3.x satisfies the lock's requires-python ({requires_python}); pass --python")
+
+
+def make_targets(
+    *,
+    platforms: tuple[str, ...],
+    python: str | None,
+    python_platforms: tuple[str, ...],
+    requires_python: SpecifierSet | None = None,
+) -> list[Target]:
+    """One target per `--python-platform` (or per `--platform`); several make an image index."""
+    if python_platforms:
+        targets = [make_target(platform=None, python=python, python_platform=pp, requires_python=requires_python)
+                   for pp in python_platforms]
+        if platforms:
+            given = {make_target(platform=p, python=python, python_platform=None,
+                                 requires_python=requires_python).oci_platform for p in platforms}
+            if given != {t.oci_platform for t in targets}:
+                raise UsageError(f"--platform {', '.join(platforms)} does not match --python-platform "
+                                 f"{', '.join(python_platforms)}")
+    elif platforms:
+        targets = [make_target(platform=p, python=python, python_platform=None, requires_python=requires_python)
+                   for p in platforms]
+    else:
+        targets = [make_target(platform=None, python=python, python_platform=None, requires_python=requires_python)]
+    seen = [t.oci_platform for t in targets]
+    if len(set(seen)) != len(seen):
+        raise UsageError(f"one image per platform: {', '.join(seen)} repeats a platform")
+    return targets

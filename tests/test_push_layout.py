@@ -69,8 +69,9 @@ def test_layout_serves_offline_sync_for_wheels_sdist_and_git(make_project, index
     layout = tmp_path / "layout"
     result = ocicache("push", lock, f"oci:{layout}:main", "--python-platform", "x86_64-manylinux_2_36",
                       "--python", "3.11", "--json").json()
-    assert result["target"] == {"platform": "linux/amd64", "python": "3.11.0",
-                                "python_platform": "x86_64-manylinux_2_36"}
+    assert [{k: v for k, v in t.items() if k != "manifest_digest"} for t in result["targets"]] == [
+        {"platform": "linux/amd64", "python": "3.11.0", "python_platform": "x86_64-manylinux_2_36"}]
+    assert result["targets"][0]["manifest_digest"] == result["manifest_digest"]
 
     skopeo = require_tool("skopeo")
     inspected = json.loads(subprocess.run([skopeo, "inspect", f"oci:{layout}:main"], capture_output=True,
@@ -199,3 +200,41 @@ def test_every_extra_and_group_by_default_and_narrowing(make_project, tmp_path):
     assert packages("--group", "docs") == ["heavy", "small-a", "small-b", "small-c"]
     assert packages("--group", "docs", "--no-dev") == ["heavy", "small-a", "small-b"]
     assert packages("--extra", "fast", "--group", "dev") == ["heavy", "small-a", "small-c"]
+
+
+def test_several_targets_make_an_index_sharing_pure_layers(make_project, index, tmp_path):
+    lock = make_project(tmp_path / "project", ["heavy", "native", "small-a"])
+    layout = tmp_path / "layout"
+    args = ("--python", "3.11", "--python-platform", "x86_64-manylinux_2_36",
+            "--python-platform", "aarch64-manylinux_2_36", "--json")
+    first = ocicache("push", lock, f"oci:{layout}:multi", *args).json()
+    assert [t["platform"] for t in first["targets"]] == ["linux/amd64", "linux/arm64/v8"]
+    by_platform = {}
+    for row in first["layers"]:
+        by_platform.setdefault(row["platform"], {})[tuple(row["packages"])] = row["digest"]
+    amd, arm = by_platform["linux/amd64"], by_platform["linux/arm64/v8"]
+    assert amd[("heavy",)] == arm[("heavy",)]  # the pure wheel: one layer for both platforms
+    native_amd = next(d for p, d in amd.items() if "native" in p)
+    native_arm = next(d for p, d in arm.items() if "native" in p)
+    assert native_amd != native_arm
+    assert index.downloads["heavy-1.0-py3-none-any.whl"] >= 1
+
+    skopeo = require_tool("skopeo")
+    raw = json.loads(subprocess.run([skopeo, "inspect", "--raw", f"oci:{layout}:multi"], capture_output=True,
+                                    text=True, check=True).stdout)
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json" and len(raw["manifests"]) == 2
+    for arch in ("amd64", "arm64"):
+        inspected = json.loads(subprocess.run([skopeo, "--override-arch", arch, "inspect", f"oci:{layout}:multi"],
+                                              capture_output=True, text=True, check=True).stdout)
+        assert inspected["Architecture"] == arch
+
+    info = ocicache("inspect", f"oci:{layout}:multi", "--platform", "linux/arm64", "--json").json()
+    assert info["platforms"] == ["linux/amd64", "linux/arm64/v8"] and info["platform"] == "linux/arm64/v8"
+    pulled = tmp_path / "arm-cache"
+    ocicache("pull", f"oci:{layout}:multi", pulled, "--platform", "linux/arm64")
+    assert list(pulled.glob("wheels-v8/*/*/native/1.0-cp311-cp311-manylinux_2_17_aarch64.http"))
+
+    before = dict(index.downloads)
+    again = ocicache("push", lock, f"oci:{layout}:multi", *args).json()
+    assert again["manifest_digest"] == first["manifest_digest"] and again["packages_populated"] == 0
+    assert dict(index.downloads) == before

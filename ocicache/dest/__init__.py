@@ -17,7 +17,8 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 from ..assemble import Image
 from ..oci import Descriptor, Digest
 
-__all__ = ["BlobOrigin", "Destination", "FileBlobSink", "ImageSource", "Mounter", "WriteReport", "write_image"]
+__all__ = ["BlobOrigin", "Destination", "FileBlobSink", "ImageSource", "Mounter", "WriteReport", "write_image",
+           "write_images"]
 
 
 class Destination(Protocol):
@@ -104,6 +105,16 @@ def write_image(dest: Destination, image: Image, blobs: Iterable[tuple[Descripto
                 *, jobs: int = 4, on_blob: Callable[[Descriptor, Outcome], None] = lambda _d, _o: None
                 ) -> WriteReport:
     """Write the layer blobs (concurrently, each digest once), the config, then the manifest."""
+    return write_images(dest, [image], blobs, tag, jobs=jobs, on_blob=on_blob)
+
+
+def write_images(dest: Destination, images: list[Image], blobs: Iterable[tuple[Descriptor, BlobOrigin]], tag: str,
+                 *, index: tuple[Descriptor, bytes] | None = None, jobs: int = 4,
+                 on_blob: Callable[[Descriptor, Outcome], None] = lambda _d, _o: None) -> WriteReport:
+    """Blobs of every image, then their configs, then their manifests; the tag goes last, on the only
+    image or on the index over all of them."""
+    if index is None and len(images) != 1:
+        raise ValueError("several images need an index")
     unique: dict[Digest, tuple[Descriptor, BlobOrigin]] = {}
     for desc, origin in blobs:
         unique.setdefault(desc.digest, (desc, origin))
@@ -118,8 +129,14 @@ def write_image(dest: Destination, image: Image, blobs: Iterable[tuple[Descripto
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, unique.values()))  # re-raises the first failure; no manifest then
-    config = image.config_descriptor
-    if not dest.has_blob(config.digest):
-        dest.put_blob(config, lambda: io.BytesIO(image.config))
-    dest.put_manifest(image.manifest_descriptor, image.manifest, tag=tag)
+    for image in images:
+        config = image.config_descriptor
+        if not dest.has_blob(config.digest):
+            dest.put_blob(config, lambda data=image.config: io.BytesIO(data))
+    if index is None:
+        dest.put_manifest(images[0].manifest_descriptor, images[0].manifest, tag=tag)
+        return report
+    for image in images:
+        dest.put_manifest(image.manifest_descriptor, image.manifest, tag=None)
+    dest.put_manifest(index[0], index[1], tag=tag)
     return report

@@ -82,8 +82,15 @@ class Layout:
     def get_manifest(self, ref: str) -> tuple[Descriptor, bytes] | None:
         """The manifest at a tag or digest, or None if the layout has no such tag."""
         if ref.startswith("sha256:"):
-            desc = next((Descriptor.from_json(m) for m in self.read_index()["manifests"]
-                         if m.get("digest") == ref), None)
+            digest = Digest(ref)
+            if not self.has_blob(digest):
+                return None
+            body = self.read_blob(digest)
+            try:
+                media_type = str(json.loads(body).get("mediaType") or oci.MANIFEST_MEDIA_TYPE)
+            except (ValueError, AttributeError):
+                raise LayoutError(f"{self.path}: {ref} is not a JSON document") from None
+            return Descriptor(media_type=media_type, digest=digest, size=len(body)), body
         else:
             desc = next((Descriptor.from_json(m) for m in self.read_index()["manifests"]
                          if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == ref), None)
@@ -157,12 +164,13 @@ class Layout:
 
         if not self.has_blob(desc.digest):
             self.put_blob(desc, lambda: io.BytesIO(body))
+        if tag is None:
+            return  # a manifest an index refers to: a blob, not an entry of index.json
         index = self.read_index()
         entry = desc.to_json()
-        if tag is not None:
-            entry["annotations"] = {**entry.get("annotations", {}), oci.REF_NAME_ANNOTATION: tag}
-            index["manifests"] = [m for m in index["manifests"]
-                                  if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) != tag]
+        entry["annotations"] = {**entry.get("annotations", {}), oci.REF_NAME_ANNOTATION: tag}
+        index["manifests"] = [m for m in index["manifests"]
+                              if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) != tag]
         index["manifests"].append(entry)
         index.setdefault("schemaVersion", 2)
         index["mediaType"] = oci.INDEX_MEDIA_TYPE
