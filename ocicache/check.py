@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import oci
-from .dest.registry import RegistryOptions
+from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .inspect import read_manifest
 from .lock import read_lock

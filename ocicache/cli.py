@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .dest.registry import RegistryOptions
+from .dest.options import RegistryOptions
 from .errors import OcicacheError, UsageError
 from .inspect import format_size
 from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP

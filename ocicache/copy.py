@@ -8,7 +8,7 @@ from typing import Any
 from .assemble import Image
 from .dest import BlobOrigin, ImageSource, write_images
 from .dest.layout import open_layout_for_write
-from .dest.registry import RegistryOptions
+from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError, UsageError
 from .inspect import read_manifest

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .dest import ImageSource
 from .dest.layout import Layout
-from .dest.registry import Registry, RegistryClient, RegistryOptions
+from .dest.options import RegistryOptions
 from .refs import LayoutRef, RegistryRef, parse_ref
+
+if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
+    from .dest.registry import Registry, RegistryClient
 
 __all__ = ["Endpoints"]
 
@@ -18,6 +22,8 @@ class Endpoints:
     _clients: dict[str, RegistryClient] = field(default_factory=dict)
 
     def client(self, host: str) -> RegistryClient:
+        from .dest.registry import RegistryClient
+
         if host not in self._clients:
             client = RegistryClient(host, self.options)
             client.ping()
@@ -25,6 +31,8 @@ class Endpoints:
         return self._clients[host]
 
     def registry(self, ref: RegistryRef) -> Registry:
+        from .dest.registry import Registry
+
         return Registry(self.client(ref.registry), ref.repository)
 
     def source(self, value: str) -> tuple[ImageSource, str, LayoutRef | RegistryRef]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from . import oci
 from .dest import ImageSource
-from .dest.registry import RegistryOptions
+from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError
 from .oci import Descriptor, Digest

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .dest.registry import RegistryOptions
+from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError
 from .inspect import read_manifest

@@ -12,14 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, oci
 from .assemble import Image, LayerDescription, assemble_image, assemble_index
 from .compress import Codec, get_codec
 from .dest import BlobOrigin, ImageSource, WriteReport, write_images
 from .dest.layout import Layout, check_writable, open_layout_for_write
-from .dest.registry import Registry, RegistryOptions
+from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import LayoutError, UsageError
 from .keys import group_key, package_key
@@ -28,7 +28,6 @@ from .normalise import base_tree, normalise_cache
 from .oci import Descriptor, Digest
 from .pack import pack_layer
 from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, LayerGroup, plan_layers
-from .pool import Pool
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
 from .refs import LayoutRef, RegistryRef, parse_ref
@@ -36,6 +35,10 @@ from .reuse import KnownLayers, KnownPackage, extract_known_packages, read_image
 from .selection import Selected, select_packages
 from .target import Target, make_targets
 from .tree import PackageTree
+
+if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
+    from .dest.registry import Registry
+    from .pool import Pool
 
 __all__ = ["PushOptions", "PushResult", "push"]
 
@@ -195,7 +198,11 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         raise UsageError(f"--pool {opts.pool}: expected REGISTRY/REPOSITORY")
     with Endpoints(opts.registry) as endpoints, tempfile.TemporaryDirectory(prefix="ocicache-") as scratch_name:
         dest = _Destination.connect(ref, endpoints)
-        pool = Pool(endpoints.registry(pool_ref)) if isinstance(pool_ref, RegistryRef) else None
+        pool = None
+        if isinstance(pool_ref, RegistryRef):
+            from .pool import Pool
+
+            pool = Pool(endpoints.registry(pool_ref))
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")

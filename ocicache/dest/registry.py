@@ -19,8 +19,6 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import httpx
@@ -29,6 +27,7 @@ from .. import oci
 from ..auth import AuthError, RegistryAuth, load_credentials
 from ..errors import DestinationError
 from ..oci import Descriptor, Digest
+from .options import RegistryOptions
 
 __all__ = ["Registry", "RegistryClient", "RegistryError", "RegistryOptions"]
 
@@ -50,22 +49,6 @@ class RegistryError(DestinationError):
         self.codes = codes
         self.temporary = temporary
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RegistryOptions:
-    insecure: bool = False  # allow plain HTTP (and unverified TLS) for this registry
-    ca_cert: Path | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # never in a repr, a log or an error
-    jobs: int = 4  # concurrent blob uploads, like ggcr's default
-    chunk_size: int = 64 << 20
-    # One streamed PUT up to this size (the fastest, and what every registry accepts); PATCH chunks above
-    # it, or whenever the registry asks for them (OCI-Chunk-Min-Length).
-    chunked_above: int = 4 << 30
-    attempts: int = 5
-    backoff: float = 0.5
-    timeout: float = 120.0
 
 
 def _is_loopback(host: str) -> bool:
