@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -337,21 +337,25 @@ def _plan(trees_by_key: dict[str, PackageTree], keyed: list[tuple[Selected, str]
 
 def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: Path, jobs: int,
                  state: _SharedState, progress: Progress) -> None:
-    """Pack `groups` (concurrently) into `blob_dir`; record each in `state.packed` by layer key."""
-    done = 0
+    """Pack `groups` into `blob_dir`, `jobs` at a time, biggest first; record each in `state.packed`.
 
-    def pack(group: LayerGroup) -> None:
-        nonlocal done
+    Threads suffice: isal's compressor and hashlib release the GIL on large buffers.
+    """
+    work = []
+    for group in sorted(groups, key=lambda g: -sum(t.size for t in g.trees)):  # biggest first
         key = _layer_key(group, fmt_id)
-        path = blob_dir / f"layer-{key.split(':')[1]}"
-        packed = pack_layer([e for t in group.trees for e in t.entries], path, codec)
-        state.packed[key] = (_describe(group, fmt_id, packed.digest, packed.diff_id, packed.size,
-                                       packed.media_type), path)
-        done += 1
-        progress.count("layers packed", done, len(groups))
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(pack, groups))
+        work.append((key, group, [e for t in group.trees for e in t.entries], blob_dir / f"layer-{key[7:]}"))
+    if not work:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(work)))) as executor:
+        futures = {executor.submit(pack_layer, entries, path, codec): (key, group, path)
+                   for key, group, entries, path in work}
+        for done, future in enumerate(as_completed(futures), 1):
+            key, group, path = futures[future]
+            packed = future.result()
+            state.packed[key] = (_describe(group, fmt_id, packed.digest, packed.diff_id, packed.size,
+                                           packed.media_type), path)
+            progress.count("layers packed", done, len(work))
 
 
 def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, size: int,
