@@ -235,3 +235,31 @@ def test_secrets_stay_out_of_reprs_and_errors():
     with pytest.raises(RegistryError) as info:
         Registry(client, "a/b").check_push_access()
     assert "authentication failed" in str(info.value) and secret not in str(info.value)
+
+
+def test_manifest_blob_unknown_during_a_concurrent_commit_is_retried_and_codes_are_reported():
+    fake = FakeRegistry()
+    answers = iter([400, 201])
+
+    def fault(request):
+        if request.method == "PUT" and "/manifests/" in request.url.path:
+            status = next(answers)
+            if status == 400:
+                request.read()
+                return httpx.Response(400, json={"errors": [{"code": "MANIFEST_BLOB_UNKNOWN",
+                                                             "message": "blob unknown to registry"}]})
+        return None
+
+    fake.fault = fault
+    registry, slept = _client(fake)
+    body = b'{"schemaVersion":2}'
+    registry.put_manifest(Descriptor(media_type=MANIFEST_MEDIA_TYPE, digest=Digest.of(body), size=len(body)),
+                          body, tag="v1")
+    assert fake.manifests["v1"] == body and len(slept) == 1
+
+    fake.fault = lambda request: httpx.Response(400, json={"errors": [{"code": "NAME_INVALID",
+                                                                       "message": "invalid repository name"}]})
+    with pytest.raises(RegistryError, match=r"NAME_INVALID: invalid repository name") as info:
+        registry.put_manifest(Descriptor(media_type=MANIFEST_MEDIA_TYPE, digest=Digest.of(body), size=len(body)),
+                              body, tag="v2")
+    assert not info.value.temporary

@@ -84,7 +84,7 @@ def check_response(resp: httpx.Response, *expected: int, what: str) -> httpx.Res
     codes: tuple[str, ...] = ()
     detail = ""
     try:
-        body = resp.read()[:_ERROR_BODY_LIMIT] if not resp.is_stream_consumed else b""
+        body = resp.read()[:_ERROR_BODY_LIMIT]  # already read for plain responses; reads a stream
         import json
 
         errors = json.loads(body).get("errors") or []
@@ -421,9 +421,23 @@ class Registry:
 
     def put_manifest(self, desc: Descriptor, body: bytes, *, tag: str | None = None) -> None:
         ref = tag or str(desc.digest)
-        resp = self.client.request("PUT", self.client.url(self.repository, "manifests", ref), content=body,
-                                   headers={"Content-Type": desc.media_type},
-                                   what=f"{self}:{ref}: write manifest", expect=(201, 200))
+        url = self.client.url(self.repository, "manifests", ref)
+        what = f"{self}:{ref}: write manifest"
+
+        def unit() -> httpx.Response:
+            resp = self.client._send_once("PUT", url, translate=True, content=body,
+                                          headers={"Content-Type": desc.media_type})
+            try:
+                return check_response(resp, 201, 200, what=what)
+            except RegistryError as exc:
+                if "MANIFEST_BLOB_UNKNOWN" in exc.codes:
+                    # Every blob was confirmed before this PUT. distribution's filesystem driver
+                    # rewrites a blob's repository link in place when two pushes commit the same
+                    # blob at once, and for that moment the blob reads as unknown: try again.
+                    exc.temporary = True
+                raise
+
+        resp = self.client.retry(unit, what)
         returned = resp.headers.get("docker-content-digest")
         if returned and returned != str(desc.digest):
             raise RegistryError(f"{self}:{ref}: the registry stored the manifest under {returned}, "
