@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,7 +340,9 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: 
                  state: _SharedState, progress: Progress) -> None:
     """Pack `groups` into `blob_dir`, `jobs` at a time, biggest first; record each in `state.packed`.
 
-    Threads suffice: isal's compressor and hashlib release the GIL on large buffers.
+    Worker processes: tarfile's per-member work holds the GIL, and two threads measured no faster than
+    one on a 43-package image (3.1 s either way; 1.7 s with two processes). Small jobs stay in-process,
+    where starting workers would cost more than it saves.
     """
     work = []
     for group in sorted(groups, key=lambda g: -sum(t.size for t in g.trees)):  # biggest first
@@ -347,7 +350,8 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: 
         work.append((key, group, [e for t in group.trees for e in t.entries], blob_dir / f"layer-{key[7:]}"))
     if not work:
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(work)))) as executor:
+    total = sum(t.size for g in groups for t in g.trees)
+    with _packers(min(jobs, len(work)) if total >= _PARALLEL_PACK_BYTES else 1) as executor:
         futures = {executor.submit(pack_layer, entries, path, codec): (key, group, path)
                    for key, group, entries, path in work}
         for done, future in enumerate(as_completed(futures), 1):
@@ -356,6 +360,16 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: 
             state.packed[key] = (_describe(group, fmt_id, packed.digest, packed.diff_id, packed.size,
                                            packed.media_type), path)
             progress.count("layers packed", done, len(work))
+
+
+_PARALLEL_PACK_BYTES = 64 << 20  # below this, one in-process packer beats starting workers
+
+
+def _packers(jobs: int) -> Executor:
+    if jobs > 1:
+        # spawn, not fork: safe when ocicache runs inside a threaded program
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(max_workers=1)
 
 
 def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, size: int,

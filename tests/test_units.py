@@ -157,7 +157,7 @@ def test_adding_a_small_package_changes_one_bucket():
 
 def _entries(tmp_path: Path, rnd: random.Random) -> list[Entry]:
     src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
+    src.mkdir(parents=True, exist_ok=True)
     entries = []
     for i in range(20):
         f = src / f"f{i}"
@@ -352,3 +352,24 @@ def test_extraction_refuses_writing_through_an_inside_link_that_points_out(tmp_p
     with tarfile.open(fileobj=buf, mode="r|") as tf, pytest.raises(UnsafeLayerError):
         extract_members(tf, dest, "test layer")
     assert list(outside.iterdir()) == []
+
+
+def test_worker_processes_pack_the_same_bytes_as_in_process(tmp_path, monkeypatch):
+    from ocicache import push
+    from ocicache.plan import LayerGroup
+    from ocicache.progress import Progress
+
+    groups = []
+    for i in range(3):
+        entries = tuple(_entries(tmp_path / f"g{i}", random.Random(i)))
+        ref = PackageRef(name=f"p{i}", version="1", artifact="a.whl", hash="sha256:00", key=f"sha256:{i:064x}")
+        groups.append(LayerGroup(kind="package", name=f"p{i}", trees=(PackageTree(package=ref, entries=entries),)))
+    results = {}
+    for label, threshold in (("in-process", 1 << 62), ("workers", 0)):
+        monkeypatch.setattr(push, "_PARALLEL_PACK_BYTES", threshold)
+        state = push._SharedState()
+        blob_dir = tmp_path / label
+        blob_dir.mkdir()
+        push._pack_groups(groups, get_codec("gzip"), "uv-0.13.9", blob_dir, 2, state, Progress(enabled=False))
+        results[label] = {k: (d.digest, d.diff_id, d.size) for k, (d, _path) in state.packed.items()}
+    assert results["in-process"] == results["workers"] and len(results["workers"]) == 3
