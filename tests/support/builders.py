@@ -35,7 +35,10 @@ class Buildah:
 
 
 class Dockerd:
-    """dockerd with its own data-root, exec-root and socket; no iptables, no bridge, no ip forwarding."""
+    """dockerd with its own data-root, exec-root and socket; no iptables, no bridge, no ip forwarding.
+
+    `root` must be short: containerd's socket lives under it, and unix socket paths stop at 108 bytes.
+    """
 
     def __init__(self, root: Path) -> None:
         binary = shutil.which("dockerd")
@@ -43,6 +46,8 @@ class Dockerd:
         self.root = root
         self.socket = root / "docker.sock"
         root.mkdir(parents=True, exist_ok=True)
+        if len(str(root / "exec" / "containerd" / "containerd.sock")) > 100:
+            raise ValueError(f"{root}: too long a path for dockerd's sockets")
         self._log = open(root / "dockerd.log", "wb")  # noqa: SIM115 (the daemon's log, closed in stop)
         self._proc = subprocess.Popen(
             [binary, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
@@ -52,10 +57,12 @@ class Dockerd:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"dockerd exited: {(root / 'dockerd.log').read_text()[-2000:]}")
             if self.socket.exists() and self.docker("version").returncode == 0:
                 return
             time.sleep(0.2)
+        self.stop()
         raise RuntimeError("dockerd did not answer within 60 s")
 
     def docker(self, *args: str, cwd: Path | None = None, buildkit: bool = True) -> subprocess.CompletedProcess:
