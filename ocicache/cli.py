@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -108,22 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="progress lines on stderr (default: only on a terminal)")
 
     insp = sub.add_parser("inspect", help="show the layers, packages, sizes, uv version and target of an image")
-    insp.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
-    insp.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    insp.add_argument("--platform",
-                      help="for an index: the platform to show (default: the only one, or this machine's)")
-    _registry_arguments(insp)
+    _image_arguments(insp, "show", json_help="print JSON instead of a table")
 
     pull = sub.add_parser(
         "pull", help="write a cache image's uv cache into a directory (CI without Docker)",
         description="Download every layer of REF, verify each digest, and merge the cache into DIR "
                     "(created if missing). Unsafe paths and links are refused.")
-    pull.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
-    pull.add_argument("directory", type=Path, metavar="DIR", help="the uv cache directory, e.g. ~/.cache/uv")
-    pull.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    pull.add_argument("--platform",
-                      help="for an index: the platform to pull (default: the only one, or this machine's)")
-    _registry_arguments(pull)
+    _image_arguments(pull, "pull", extra=lambda p: p.add_argument(
+        "directory", type=Path, metavar="DIR", help="the uv cache directory, e.g. ~/.cache/uv"))
 
     check = sub.add_parser(
         "check", help="say before a build whether `uv sync --frozen --offline` will find everything",
@@ -151,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _registry_arguments(copy)
     return parser
+
+
+def _image_arguments(parser: argparse.ArgumentParser, verb: str, *,
+                     extra: Callable[[argparse.ArgumentParser], object] = lambda _p: None,
+                     json_help: str = "print the result as JSON on stdout") -> None:
+    """REF (and what `extra` adds), --json, --platform for an index, and registry access."""
+    parser.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
+    extra(parser)
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("--platform",
+                        help=f"for an index: the platform to {verb} (default: the only one, or this machine's)")
+    _registry_arguments(parser)
 
 
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:

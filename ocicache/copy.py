@@ -57,9 +57,9 @@ def _image(source: ImageSource, ref: str, where: str) -> Image:
     assert found is not None
     body = found[1]
     config_desc = Descriptor.from_json(manifest["config"])
-    platform = {k: v for k, v in json.loads(source.read_blob(config_desc.digest)).items()
-                if k in ("os", "architecture", "variant")}
-    return Image(config=source.read_blob(config_desc.digest), config_descriptor=config_desc, manifest=body,
+    config = source.read_blob(config_desc.digest)
+    platform = {k: v for k, v in json.loads(config).items() if k in ("os", "architecture", "variant")}
+    return Image(config=config, config_descriptor=config_desc, manifest=body,
                  manifest_descriptor=Descriptor(media_type=desc.media_type, digest=Digest.of(body), size=len(body),
                                                 platform=platform or None),
                  layers=tuple(Descriptor.from_json(x) for x in manifest["layers"]))

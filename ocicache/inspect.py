@@ -11,6 +11,7 @@ from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError
 from .oci import Descriptor, Digest
+from .target import host_oci_platform
 
 __all__ = ["describe", "format_size", "format_table", "inspect_ref", "read_manifest"]
 
@@ -40,7 +41,7 @@ def read_manifest(source: ImageSource, tag: str, where: str, platform: str | Non
     if isinstance(document, dict) and isinstance(document.get("manifests"), list):
         children = [c for c in document["manifests"] if isinstance(c, dict) and isinstance(c.get("platform"), dict)]
         platforms = [_platform(c["platform"]) for c in children]
-        wanted = platform or (platforms[0] if len(platforms) == 1 else _host_platform())
+        wanted = platform or (platforms[0] if len(platforms) == 1 else host_oci_platform())
         wanted = wanted.removesuffix("/v8")
         match = [c for c, p in zip(children, platforms, strict=True) if p.removesuffix("/v8") == wanted]
         if not match:
@@ -55,12 +56,6 @@ def read_manifest(source: ImageSource, tag: str, where: str, platform: str | Non
 
 def _platform(p: dict[str, Any]) -> str:
     return f"{p.get('os')}/{p.get('architecture')}" + (f"/{p['variant']}" if p.get("variant") else "")
-
-
-def _host_platform() -> str:
-    from .target import make_target
-
-    return make_target(platform=None, python="3.12", python_platform=None).oci_platform
 
 
 def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

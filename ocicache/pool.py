@@ -13,17 +13,17 @@ tag written by two jobs points, whichever wins, at a valid layer that holds that
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import oci
-from .assemble import LayerDescription
+from .assemble import LayerDescription, assemble_image
 from .dest import BlobOrigin, put_one
 from .dest.registry import Registry, RegistryError
-from .oci import Descriptor, Digest, canonical_json
 from .reuse import KnownLayers
+from .target import Target
 
 __all__ = ["Pool", "pool_tag"]
 
@@ -64,7 +64,7 @@ class Pool:
                 known.add_manifest(manifest, self.registry)
         return hits
 
-    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], platform: dict[str, str]) -> int:
+    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], target: Target) -> int:
         """Make every layer discoverable by its keys; return the number of tags written."""
         items = list(layers)
 
@@ -72,16 +72,10 @@ class Pool:
             layer, origin = item
             desc = layer.descriptor()
             put_one(self.registry, desc, origin)  # blob first: the tag never points at missing data
-            config = canonical_json({**platform, "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]}})
-            config_desc = Descriptor(media_type=oci.CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
-            if not self.registry.has_blob(config_desc.digest):
-                import io
-
-                self.registry.put_blob(config_desc, lambda: io.BytesIO(config))
-            manifest = canonical_json({"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE,
-                                       "config": config_desc.to_json(), "layers": [desc.to_json()]})
-            manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest),
-                                       size=len(manifest))
+            image = assemble_image([layer], target, {})
+            if not self.registry.has_blob(image.config_descriptor.digest):
+                self.registry.put_blob(image.config_descriptor, lambda: io.BytesIO(image.config))
+            manifest, manifest_desc = image.manifest, image.manifest_descriptor
             tags = {pool_tag(layer.key), *(pool_tag(str(p["key"])) for p in layer.packages)}
             written = 0
             for tag in sorted(tags):

@@ -222,7 +222,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
             written_to = dest.source()
             pool_tags = sum(pool.publish([(layer, BlobOrigin(source=written_to)) for layer in b.layers
                                           if layer.digest not in b.reused_from_pool],
-                                         b.target.oci_config_platform()) for b in built)
+                                         b.target) for b in built)
     progress.close()
     rows = [{"platform": b.target.oci_platform, "digest": str(layer.digest), "size": layer.size, "kind": layer.kind,
              "key": layer.key, "packages": [p["name"] for p in layer.packages],

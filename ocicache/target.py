@@ -113,6 +113,12 @@ def _host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
+def host_oci_platform() -> str:
+    """This machine's OCI platform (linux/amd64 or linux/arm64/v8), or its raw machine name."""
+    arch = _host_arch()
+    return f"linux/{_OCI_ARCH[arch]}{'/v8' if arch == 'aarch64' else ''}" if arch in _OCI_ARCH else arch
+
+
 def _parse_python_platform(value: str) -> tuple[str, Libc, tuple[int, int]]:
     arch, _, rest = value.partition("-")
     if arch not in _OCI_ARCH:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import random
 import struct
 import tarfile
@@ -283,9 +282,16 @@ def test_new_layout_appears_only_when_the_write_completes(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_public_api_exports():
+def test_public_api_exports_and_version_match_the_package():
+    import tomllib
+
     assert ocicache.__all__ == sorted(ocicache.__all__)
-    assert json.loads(json.dumps(ocicache.__version__)) == ocicache.__version__
+    assert all(hasattr(ocicache, name) for name in ocicache.__all__)
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]
+    assert ocicache.__version__ == project["version"]
+    from ocicache.uvcache import PINNED_UV_VERSION
+
+    assert f"uv=={PINNED_UV_VERSION}" in project["dependencies"]
 
 
 def test_git_urls_lose_their_credentials_before_reaching_annotations():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
+import json
 import random
 import re
 import ssl
@@ -24,7 +25,7 @@ from typing import Any, BinaryIO, TypeVar
 import httpx
 
 from .. import oci
-from ..auth import AuthError, RegistryAuth, load_credentials
+from ..auth import RegistryAuth, load_credentials
 from ..errors import DestinationError
 from ..oci import Descriptor, Digest
 from .options import RegistryOptions
@@ -85,8 +86,6 @@ def check_response(resp: httpx.Response, *expected: int, what: str) -> httpx.Res
     detail = ""
     try:
         body = resp.read()[:_ERROR_BODY_LIMIT]  # already read for plain responses; reads a stream
-        import json
-
         errors = json.loads(body).get("errors") or []
         codes = tuple(str(e.get("code")) for e in errors)
         detail = "; ".join(str(e.get("message")) for e in errors if e.get("message"))
@@ -125,10 +124,7 @@ class RegistryClient:
             verify = ssl.create_default_context(cafile=str(self.options.ca_cert))
         elif self.options.insecure:
             verify = False
-        try:
-            credentials = load_credentials(host, self.options.username, self.options.password)
-        except AuthError:
-            raise
+        credentials = load_credentials(host, self.options.username, self.options.password)
         kwargs: dict[str, Any] = {"verify": verify, "timeout": httpx.Timeout(self.options.timeout, connect=15.0),
                                   "follow_redirects": True, "headers": {"User-Agent": "ocicache"}}
         if transport is not None:
