@@ -1,7 +1,7 @@
 """`ocicache check IMAGE LOCK`: will `uv sync --frozen --offline` find everything, before the build?
 
 Compares what the lock selects for the target (the same selection `push` makes) with the packages
-the image's layer annotations declare, and the image's uv version and target with the expected ones.
+the image's layer annotations declare, and the uv releases the image serves and its target with the build's.
 Nothing is downloaded but the manifest.
 """
 
@@ -21,6 +21,7 @@ from .lock import read_lock
 from .populate import Narrowing, export_pylock, find_uv
 from .selection import select_packages
 from .target import make_target
+from .uvcache import families_of, family_for_uv
 
 __all__ = ["CheckResult", "check_image"]
 
@@ -40,12 +41,15 @@ class CheckResult:
 
 
 def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
-                python_platform: str | None, narrowing: Narrowing, uv: Path | None,
+                python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
                 options: RegistryOptions | None = None) -> CheckResult:
+    """`uv_version`: the release the build runs (None: not checked)."""
     lock = read_lock(lock_path)
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
-    tool = find_uv(uv)
+    tool = find_uv(None)
+    if uv_version is not None:
+        family_for_uv(uv_version)  # an unknown release is refused before any work
     with tempfile.TemporaryDirectory(prefix="ocicache-check-") as scratch:
         selection = select_packages(export_pylock(tool, lock.path, narrowing, Path(scratch) / "cache"), lock, target)
     with Endpoints(options or RegistryOptions()) as endpoints:
@@ -53,10 +57,14 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
         _, manifest, _ = read_manifest(source, tag, str(ref), target.oci_platform)
     annotations = manifest.get("annotations", {})
     problems = []
-    image_uv = annotations.get(oci.A_UV_VERSION)
-    if image_uv != tool.version:
-        problems.append(f"the image was filled by uv {image_uv}, the build uses uv {tool.version}: "
-                        "uv ignores caches of another version")
+    if uv_version is not None:
+        wanted = family_for_uv(uv_version)
+        served = families_of(annotations.get(oci.A_CACHE_FORMAT, ""))
+        if wanted not in served:
+            releases = ", ".join(f.releases for f in served) or "no uv release ocicache knows"
+            problems.append(f"the image serves uv {releases}; the build's uv {uv_version} reads `{wanted.wheels}`, "
+                            "which the image lacks (push without --uv-version, or with --uv-version "
+                            f"{uv_version})")
     image_pp = annotations.get(oci.A_TARGET_PYTHON_PLATFORM)
     image_py = annotations.get(oci.A_TARGET_PYTHON, "")
     if image_pp != target.python_platform or image_py.rsplit(".", 1)[0] != target.python_minor:

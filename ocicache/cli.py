@@ -17,7 +17,7 @@ from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, M
 from .populate import Narrowing
 from .progress import Progress
 from .target import DEFAULT_GLIBC
-from .uvcache import PINNED_UV_VERSION, SUPPORTED_FORMATS
+from .uvcache import PINNED_UV_VERSION, supported_range
 
 _EPILOG = """\
 examples:
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exact libc level in uv's syntax (repeatable, one per platform), e.g. x86_64-manylinux_2_36, "
                           "aarch64-manylinux_2_28, x86_64-unknown-linux-musl "
                           f"(default: <arch>-manylinux_{DEFAULT_GLIBC[0]}_{DEFAULT_GLIBC[1]}, Debian 12)")
+    tgt.add_argument("--uv-version", action="append", default=[], metavar="X.Y.Z",
+                     help=f"only serve the cache format of this uv release (repeatable; default: every uv from "
+                          f"{supported_range()}, each format's pointers beside one copy of the wheels)")
     sel = push.add_argument_group("selection (default: every workspace package, extra and group)")
     sel.add_argument("--package", action="append", default=[], help="only this workspace member (repeatable)")
     sel.add_argument("--extra", action="append", default=[], help="only these extras (repeatable)")
@@ -100,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "looked up before populating and updated after pushing")
     _registry_arguments(push)
     push.add_argument("--uv", type=Path, metavar="PATH",
-                      help=f"uv executable (default: the pinned uv {PINNED_UV_VERSION}; supported: "
-                           f"{', '.join(sorted(SUPPORTED_FORMATS))})")
+                      help=f"the uv that fills the cache (default: the pinned uv {PINNED_UV_VERSION}); any "
+                           f"release from {supported_range()}")
     push.add_argument("--jobs", type=int, default=2, help="layers packed at once (default: 2)")
     push.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     push.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     csel.add_argument("--extra", action="append", default=[])
     csel.add_argument("--group", action="append", default=[])
     csel.add_argument("--no-dev", action="store_true")
-    check.add_argument("--uv", type=Path, metavar="PATH", help="the uv your build uses (default: the pinned one)")
+    check.add_argument("--uv-version", metavar="X.Y.Z",
+                       help="the uv release your build runs: checked against the releases the image serves")
     check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _registry_arguments(check)
 
@@ -197,7 +201,8 @@ def _push(args: argparse.Namespace) -> int:
     opts = PushOptions(lock=args.lock, destination=args.destination, platforms=tuple(args.platform),
                        python=args.python, python_platforms=tuple(args.python_platform), narrowing=narrowing,
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
-                       compression=args.compression, uv=args.uv, jobs=args.jobs,
+                       compression=args.compression, uv=args.uv,
+                       uv_versions=tuple(args.uv_version), jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=_registry_options(args))
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     result = push(opts, Progress(enabled=enabled))
@@ -207,7 +212,8 @@ def _push(args: argparse.Namespace) -> int:
         r = result
         packages = sum(len(layer["packages"]) for layer in r.layers)
         print(f"pushed {r.reference}@{r.manifest_digest}")
-        print(f"  {packages} packages in {len(r.layers)} layers: {r.layers_built} built, {r.layers_reused} reused")
+        print(f"  {packages} packages in {len(r.layers)} layers: {r.layers_built} built, {r.layers_reused} reused; "
+              f"read by uv {r.uv_releases}")
         print(f"  packages downloaded or built by uv: {r.packages_populated}; re-bundled from known layers: "
               f"{r.packages_extracted}")
         print(f"  blobs: {r.blobs_uploaded} uploaded ({format_size(r.bytes_uploaded)}), {r.blobs_mounted} mounted, "
@@ -244,7 +250,7 @@ def _check(args: argparse.Namespace) -> int:
 
     narrowing = _narrowing(args)
     result = check_image(args.reference, args.lock, platform=args.platform, python=args.python,
-                         python_platform=args.python_platform, narrowing=narrowing, uv=args.uv,
+                         python_platform=args.python_platform, narrowing=narrowing, uv_version=args.uv_version,
                          options=_registry_options(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))

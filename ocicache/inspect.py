@@ -74,6 +74,7 @@ def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict
                     + (f"/{config['variant']}" if config.get("variant") else ""),
         "uv_version": annotations.get(oci.A_UV_VERSION),
         "cache_format": annotations.get(oci.A_CACHE_FORMAT),
+        "uv_releases": annotations.get(oci.A_UV_RELEASES),  # the releases that read the image
         "ocicache_version": annotations.get(oci.A_VERSION),
         "target": {"platform": annotations.get(oci.A_TARGET_PLATFORM),
                    "python": annotations.get(oci.A_TARGET_PYTHON),
@@ -98,7 +99,7 @@ def format_table(info: dict[str, Any]) -> str:
     t = info["target"]
     lines = [
         f"{info['reference']}  {info['manifest_digest']}",
-        f"uv {info['uv_version']} ({info['cache_format']}), target {t['platform']} CPython {t['python']} "
+        f"read by uv {info['uv_releases'] or info['uv_version']} (filled by uv {info['uv_version']}), target {t['platform']} CPython {t['python']} "
         f"{t['python_platform']}, {info['compression']}",
         f"{len(info['layers'])} layers, {format_size(info['total_size'])} compressed",
         "",

@@ -1,6 +1,6 @@
 """Reuse keys: a layer's identity computed before any download (DESIGN contract 4).
 
-A package key depends on what decides the layer's bytes: the uv cache format, ocicache's
+A package key depends on what decides the layer's bytes: the set of uv cache formats, ocicache's
 normalisation recipe, the codec, the package's lock entry (name, version, source, every artifact
 hash) and the artifact chosen for the target. The target itself is left out on purpose: the chosen
 artifact already says everything the target changes, so a pure-Python wheel gets one key (and one
@@ -15,17 +15,17 @@ from collections.abc import Iterable
 from .compress import Codec
 from .oci import canonical_json
 from .selection import Selected
-from .uvcache import CacheFormat
+from .uvcache import FormatSet
 
 # Bump when normalise.py or pack.py change the bytes they produce for the same cache entries.
-NORMALISATION_VERSION = 1
+NORMALISATION_VERSION = 2
 
 
-def package_key(selected: Selected, fmt: CacheFormat, codec: Codec) -> str:
+def package_key(selected: Selected, formats: FormatSet, codec: Codec) -> str:
     pkg = selected.package
     doc = {
         "normalisation": NORMALISATION_VERSION,
-        "cache-format": fmt.id,
+        "cache-format": formats.id,
         "codec": codec.id,
         "name": str(pkg.name),
         "version": str(pkg.version),

@@ -3,9 +3,12 @@
 What varies between two populations of the same lock (random archive and revision ids, the random
 entry id and timestamps in `.http` pointers, mtimes, modes from the umask) is rewritten:
 archive ids become the wheel's sha256 (or a digest of the built tree), revision ids a fastid derived
-from the sdist's sha256, pointers get a derived entry id and a synthesised timeless policy. Nothing is
-copied: the trees point at the raw cache's files. Locks, interpreter info, index snapshots, built
-`.whl` files, sdist sources and git checkouts are left out: `uv sync --frozen` does not read them.
+from the sdist's sha256, pointers are rebuilt from their fields with a synthesised timeless policy.
+The cache is read in the format of the uv that filled it and written in every family of the format
+set: the unpacked archives once, each family's pointers and links beside them (uvcache/).
+Nothing is copied: the trees point at the raw cache's files. Locks, interpreter info, index
+snapshots, built `.whl` files, sdist sources and git checkouts are left out: `uv sync --frozen`
+does not read them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from pathlib import Path
 from .errors import OcicacheError
 from .selection import Selected
 from .tree import Entry, PackageRef, PackageTree, file_entry, walk_tree
-from .uvcache import CacheFormat
-from .uvcache.httpfile import HttpFile, HttpFileError, fastid, parse
+from .uvcache import ARCHIVE_BUCKET, CacheFamily, FormatSet, Pointer, PointerError, fastid
+from .uvcache.pointer import PointerKind
 
 __all__ = ["NormaliseError", "base_tree", "normalise_cache"]
 
@@ -30,62 +33,144 @@ class NormaliseError(OcicacheError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Pointer:
-    rel_dir: str  # directory of the .http file, relative to the cache root
+class _Found:
+    rel_dir: str  # directory of the .http file, relative to its bucket
     filename: str
-    http: HttpFile
+    pointer: Pointer
 
 
-def base_tree(fmt: CacheFormat) -> PackageTree:
+@dataclass(frozen=True, slots=True)
+class _BuiltWheel:
+    rel_link: str  # the link's path relative to the revision or git shard directory
+    archive: Path  # the unpacked wheel it points at
+    metadata: Path | None  # uv's metadata.msgpack beside it
+
+
+def base_tree(formats: FormatSet) -> PackageTree:
     """The constant scaffold uv creates in every cache (its own layer, identical everywhere)."""
     return PackageTree(package=None, entries=tuple(
-        Entry(path=p, kind="file", data=d, size=len(d)) for p, d in fmt.base_files))
+        Entry(path=p, kind="file", data=d, size=len(d)) for p, d in formats.base_files))
 
 
 def normalise_cache(
     cache: Path,
-    fmt: CacheFormat,
+    populated: CacheFamily,
+    formats: FormatSet,
     packages: list[tuple[Selected, str]],
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> list[PackageTree]:
     """One canonical tree per (selected package, reuse key), in the order given.
 
-    Raises NormaliseError if a package's entry is missing (uv chose another artifact than the
-    selection, or the cache is damaged).
+    `populated` is the family of the uv that filled `cache`. Raises NormaliseError if a package's
+    entry is missing (uv chose another artifact than the selection, or the cache is damaged).
     """
-    wheels = _pointers(cache, fmt.wheels, lambda name: name.endswith(".http"))
-    revisions = _pointers(cache, fmt.sdists, lambda name: name == "revision.http")
+    reader = _Reader(cache, populated, formats)
     trees = []
     for selected, key in packages:
         ref = PackageRef(name=selected.name, version=selected.version, artifact=selected.artifact,
                          hash=selected.hash, key=key)
         if selected.kind == "wheel":
-            entries = _wheel_entries(cache, fmt, wheels, selected)
+            entries = reader.wheel(selected)
         elif selected.kind == "sdist":
-            entries = _sdist_entries(cache, fmt, revisions, selected)
+            entries = reader.sdist(selected)
         else:
-            entries = _git_entries(cache, fmt, selected)
-        trees.append(PackageTree(package=ref, entries=tuple(entries)))
+            entries = reader.git(selected)
+        trees.append(PackageTree(package=ref, entries=_unique(entries)))
         progress(selected.name)
     return trees
 
 
-def _pointers(cache: Path, bucket: str, wanted: Callable[[str], bool]) -> dict[str, _Pointer]:
-    """sha256 → pointer, for every valid pointer under `bucket` (sdist sources skipped)."""
-    out: dict[str, _Pointer] = {}
-    root = cache / bucket
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "src" and not os.path.islink(os.path.join(dirpath, d)))
-        for name in sorted(filenames):
-            if not wanted(name):
-                continue
-            try:
-                http = parse(Path(dirpath, name).read_bytes())
-            except HttpFileError:
-                continue  # a broken entry uv itself would ignore; the package is reported missing
-            if http.sha256:
-                out[http.sha256] = _Pointer(os.path.relpath(dirpath, cache), name, http)
-    return out
+class _Reader:
+    def __init__(self, cache: Path, populated: CacheFamily, formats: FormatSet) -> None:
+        self.cache, self.populated, self.formats = cache, populated, formats
+        self.wheels = self._pointers(populated.wheels, "wheel", lambda name: name.endswith(".http"))
+        self.revisions = self._pointers(populated.sdists, "revision", lambda name: name == "revision.http")
+        self._built_ids: dict[Path, str] = {}
+
+    def _built_id(self, archive: Path) -> str:
+        """A built archive's stable id: `b` + 63 hex of a digest over its tree (hashed once)."""
+        if archive not in self._built_ids:
+            self._built_ids[archive] = "b" + _tree_digest(archive)[:63]
+        return self._built_ids[archive]
+
+    def _pointers(self, bucket: str, kind: PointerKind, wanted: Callable[[str], bool]) -> dict[str, _Found]:
+        """sha256 → pointer, for every valid pointer under `bucket` (sdist sources skipped)."""
+        out: dict[str, _Found] = {}
+        root = self.cache / bucket
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "src" and not os.path.islink(os.path.join(dirpath, d)))
+            for name in sorted(filenames):
+                if not wanted(name):
+                    continue
+                try:
+                    pointer = self.populated.codec.read(Path(dirpath, name).read_bytes(), kind)
+                except PointerError:
+                    continue  # a broken entry uv itself would ignore; the package is reported missing
+                if pointer.sha256:
+                    out[pointer.sha256] = _Found(os.path.relpath(dirpath, root), name, pointer)
+        return out
+
+    def wheel(self, selected: Selected) -> list[Entry]:
+        assert selected.sha256 is not None
+        found = self.wheels.get(selected.sha256)
+        if found is None:
+            raise _missing(selected, "wheel")
+        new_id = selected.sha256  # cannot collide with uv's 16/21-char random or 24-char dirhash ids
+        pointer = found.pointer.canonical(new_id, selected.size)
+        key = found.filename[: -len(".http")]
+        entries = _archive_entries(self.cache / ARCHIVE_BUCKET / found.pointer.id, new_id)
+        for family in self.formats.families:
+            where = f"{family.wheels}/{found.rel_dir}"
+            entries.append(_data_entry(f"{where}/{found.filename}", family.codec.write(pointer)))
+            entries.append(_link_entry(f"{where}/{key}", new_id))
+        return entries
+
+    def sdist(self, selected: Selected) -> list[Entry]:
+        assert selected.sha256 is not None
+        found = self.revisions.get(selected.sha256)
+        if found is None:
+            raise _missing(selected, "sdist")
+        new_rev = fastid(b"revision:" + selected.sha256.encode())  # must stay a valid uv fastid
+        built = _built_wheels(self.cache / self.populated.sdists / found.rel_dir / found.pointer.id)
+        if not built:
+            raise NormaliseError(f"{selected.name} {selected.version}: uv cached the sdist but no built wheel")
+        pointer = found.pointer.canonical(new_rev, selected.size)
+        entries = self._built_entries(built)
+        for family in self.formats.families:
+            where = f"{family.sdists}/{found.rel_dir}"
+            entries.append(_data_entry(f"{where}/{found.filename}", family.codec.write(pointer)))
+            entries += self._link_entries(family, built, f"{where}/{new_rev}")
+        return entries
+
+    def git(self, selected: Selected) -> list[Entry]:
+        """sdists-vN/git/<digest(url)>/<commit[:16]>/: keyed by commit, no revision id to rewrite."""
+        assert selected.commit is not None
+        git_root = self.cache / self.populated.sdists / "git"
+        shards = sorted(git_root.glob(f"*/{selected.commit[:16]}")) if git_root.is_dir() else []
+        for shard in shards:
+            built = _built_wheels(shard)
+            if built:
+                rel = os.path.relpath(shard, self.cache / self.populated.sdists)
+                entries = self._built_entries(built)
+                for family in self.formats.families:
+                    entries += self._link_entries(family, built, f"{family.sdists}/{rel}")
+                return entries
+        raise _missing(selected, "a wheel built from")
+
+    def _built_entries(self, built: list[_BuiltWheel]) -> list[Entry]:
+        return [e for b in built for e in _archive_entries(b.archive, self._built_id(b.archive))]
+
+    def _link_entries(self, family: CacheFamily, built: list[_BuiltWheel], shard_out: str) -> list[Entry]:
+        entries = []
+        for b in built:
+            entries.append(_link_entry(f"{shard_out}/{b.rel_link}", self._built_id(b.archive)))
+            # uv's metadata of the built wheel: the same bytes whichever release (0.9.0 to 0.13.9) wrote
+            # it (measured), so every family gets it and the layer does not depend on the filler.
+            if b.metadata is not None:
+                parent = os.path.dirname(b.rel_link)
+                entries.append(file_entry(f"{shard_out}/{parent + '/' if parent else ''}metadata.msgpack",
+                                          b.metadata))
+        return entries
 
 
 def _missing(selected: Selected, what: str) -> NormaliseError:
@@ -95,78 +180,50 @@ def _missing(selected: Selected, what: str) -> NormaliseError:
     )
 
 
-def _archive_entries(src: Path, archive_rel: str) -> list[Entry]:
+def _data_entry(path: str, data: bytes) -> Entry:
+    return Entry(path=path, kind="file", data=data, size=len(data))
+
+
+def _link_entry(path: str, archive_id: str) -> Entry:
+    """`path` → `archive-v0/<id>`, relative as uv makes it (and as every release reads it)."""
+    return Entry(path=path, kind="symlink",
+                 link=os.path.relpath(f"{ARCHIVE_BUCKET}/{archive_id}", os.path.dirname(path)))
+
+
+def _archive_entries(src: Path, archive_id: str) -> list[Entry]:
     if not src.is_dir():
         raise NormaliseError(f"cache archive {src} is missing")
-    return list(walk_tree(src, archive_rel))
+    return list(walk_tree(src, f"{ARCHIVE_BUCKET}/{archive_id}"))
 
 
-def _wheel_entries(cache: Path, fmt: CacheFormat, wheels: dict[str, _Pointer], selected: Selected) -> list[Entry]:
-    assert selected.sha256 is not None
-    pointer = wheels.get(selected.sha256)
-    if pointer is None:
-        raise _missing(selected, "wheel")
-    new_id = selected.sha256  # cannot collide with uv's 16-char random or 24-char dirhash ids
-    key = pointer.filename[: -len(".http")]
-    archive_rel = f"{fmt.archive}/{new_id}"
-    return [
-        Entry(path=f"{pointer.rel_dir}/{pointer.filename}", kind="file",
-              data=(data := pointer.http.canonical(new_id)), size=len(data)),
-        Entry(path=f"{pointer.rel_dir}/{key}", kind="symlink",
-              link=os.path.relpath(archive_rel, pointer.rel_dir)),
-        *_archive_entries(cache / fmt.archive / pointer.http.id, archive_rel),
-    ]
-
-
-def _built_wheel_entries(cache: Path, fmt: CacheFormat, shard: Path, shard_rel: str) -> list[Entry]:
+def _built_wheels(shard: Path) -> list[_BuiltWheel]:
     """Built-wheel symlinks (and their metadata) in an sdist revision or git shard directory."""
-    entries: list[Entry] = []
+    out: list[_BuiltWheel] = []
     for dirpath, dirnames, filenames in os.walk(shard):
         dirnames.sort()
         links = [n for n in sorted(dirnames + filenames) if os.path.islink(os.path.join(dirpath, n))]
         dirnames[:] = [d for d in dirnames if d != "src" and d not in links]
         rel = os.path.relpath(dirpath, shard)
-        out_dir = shard_rel if rel == "." else f"{shard_rel}/{rel}"
+        metadata = Path(dirpath, "metadata.msgpack") if "metadata.msgpack" in filenames else None
         for name in links:
-            target = Path(os.path.realpath(os.path.join(dirpath, name)))
-            new_id = "b" + _tree_digest(target)[:63]
-            archive_rel = f"{fmt.archive}/{new_id}"
-            entries.append(Entry(path=f"{out_dir}/{name}", kind="symlink",
-                                 link=os.path.relpath(archive_rel, out_dir)))
-            entries += _archive_entries(target, archive_rel)
-        if links and "metadata.msgpack" in filenames:
-            entries.append(file_entry(f"{out_dir}/metadata.msgpack", Path(dirpath, "metadata.msgpack")))
-    return entries
+            out.append(_BuiltWheel(rel_link=name if rel == "." else f"{rel}/{name}",
+                                   archive=Path(os.path.realpath(os.path.join(dirpath, name))), metadata=metadata))
+    return out
 
 
-def _sdist_entries(cache: Path, fmt: CacheFormat, revisions: dict[str, _Pointer], selected: Selected) -> list[Entry]:
-    assert selected.sha256 is not None
-    pointer = revisions.get(selected.sha256)
-    if pointer is None:
-        raise _missing(selected, "sdist")
-    new_rev = fastid(b"revision:" + selected.sha256.encode())  # must stay a valid uv fastid
-    built = _built_wheel_entries(cache, fmt, cache / pointer.rel_dir / pointer.http.id,
-                                 f"{pointer.rel_dir}/{new_rev}")
-    if not built:
-        raise NormaliseError(f"{selected.name} {selected.version}: uv cached the sdist but no built wheel")
-    data = pointer.http.canonical(new_rev)
-    return [Entry(path=f"{pointer.rel_dir}/{pointer.filename}", kind="file", data=data, size=len(data)), *built]
-
-
-def _git_entries(cache: Path, fmt: CacheFormat, selected: Selected) -> list[Entry]:
-    """sdists/git/<digest(url)>/<commit[:16]>/: keyed by commit, no revision id to rewrite."""
-    assert selected.commit is not None
-    git_root = cache / fmt.sdists / "git"
-    shards = sorted(git_root.glob(f"*/{selected.commit[:16]}")) if git_root.is_dir() else []
-    for shard in shards:
-        built = _built_wheel_entries(cache, fmt, shard, os.path.relpath(shard, cache))
-        if built:
-            return built
-    raise _missing(selected, "a wheel built from")
+def _unique(entries: list[Entry]) -> tuple[Entry, ...]:
+    """Entries by path once: families that share a bucket (0.9.x and 0.10-0.12 share `sdists-v9`)
+    write the same bytes at the same path."""
+    by_path: dict[str, Entry] = {}
+    for entry in entries:
+        seen = by_path.setdefault(entry.path, entry)
+        if seen is not entry and (seen.data, seen.link, seen.source) != (entry.data, entry.link, entry.source):
+            raise NormaliseError(f"two cache formats disagree on {entry.path} (a bug worth reporting)")
+    return tuple(by_path.values())
 
 
 def _tree_digest(path: Path) -> str:
-    """sha256 over paths, types, exec bits and contents: a built archive's stable id."""
+    """sha256 over paths, types, exec bits and contents."""
     h = hashlib.sha256()
     for entry in walk_tree(path, "."):
         if entry.kind == "symlink":

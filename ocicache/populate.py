@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import PopulateError, UsageError
 from .target import Target
-from .uvcache import CacheFormat, format_for_uv
+from .uvcache import CacheFamily, family_for_uv
 
 __all__ = ["Narrowing", "UvTool", "export_pylock", "find_uv", "populate_cache"]
 
@@ -33,7 +33,7 @@ _SCRUBBED_ENV = ("UV_CACHE_DIR", "UV_NO_CACHE", "UV_OFFLINE", "UV_FROZEN", "UV_L
 class UvTool:
     path: Path
     version: str
-    format: CacheFormat
+    family: CacheFamily  # the format of the caches it fills
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +80,8 @@ class _Env:
 
 
 def find_uv(explicit: Path | None) -> UvTool:
-    """The uv to use: `--uv PATH`, else the one installed with ocicache. Refuses unknown formats."""
+    """The uv that fills caches: `--uv PATH`, else the one installed with ocicache. Refuses a uv
+    whose cache format ocicache cannot read."""
     if explicit is not None:
         path = explicit
         if not path.exists():
@@ -102,7 +103,7 @@ def find_uv(explicit: Path | None) -> UvTool:
     m = re.match(r"uv (\d+\.\d+\.\d+)\b", out.stdout.strip())
     if out.returncode != 0 or not m:
         raise UsageError(f"--uv {path}: not a uv executable (`uv --version` said {out.stdout.strip()!r})")
-    return UvTool(path=path, version=m.group(1), format=format_for_uv(m.group(1)))
+    return UvTool(path=path, version=m.group(1), family=family_for_uv(m.group(1)))
 
 
 def _run(args: Sequence[str], *, cwd: Path | None, what: str, env: dict[str, str]) -> str:

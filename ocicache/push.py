@@ -36,6 +36,7 @@ from .reuse import KnownLayers, KnownPackage, extract_known_packages, read_image
 from .selection import Selected, select_packages
 from .target import Target, make_targets
 from .tree import PackageTree
+from .uvcache import FormatSet, format_set
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -58,7 +59,8 @@ class PushOptions:
     buckets: int = DEFAULT_BUCKETS
     solo_threshold: int = DEFAULT_SOLO_THRESHOLD
     compression: str = "gzip"
-    uv: Path | None = None
+    uv: Path | None = None  # the uv that fills the cache (default: the pinned one)
+    uv_versions: tuple[str, ...] = ()  # the consumers' uv releases (default: every supported one)
     jobs: int = DEFAULT_JOBS
     cache_from: tuple[str, ...] = ()
     pool: str | None = None
@@ -70,7 +72,8 @@ class PushResult:
     reference: str
     manifest_digest: str  # the image's, or the index's when several targets were pushed
     targets: list[dict[str, str]]  # with each target's own manifest digest
-    uv_version: str
+    uv_version: str  # the uv that filled the cache
+    uv_releases: str  # the uv releases that read the image
     layers: list[dict[str, Any]]
     skipped: list[str]
     packages_populated: int  # downloaded or built by uv
@@ -104,6 +107,7 @@ class _Builder:
     downloaded once for every target), or taken out of known layers."""
 
     uv: UvTool
+    formats: FormatSet
     pylock_text: str
     scratch: Path
     progress: Progress
@@ -123,7 +127,7 @@ class _Builder:
         populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir)
         self.populated += len(keyed)
         self.progress.step("normalising cache entries")
-        return normalise_cache(cache, self.uv.format, keyed)
+        return normalise_cache(cache, self.uv.family, self.formats, keyed)
 
     def extract(self, packages: list[KnownPackage]) -> list[PackageTree]:
         self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
@@ -193,6 +197,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
     targets = make_targets(platforms=opts.platforms, python=opts.python, python_platforms=opts.python_platforms,
                            requires_python=lock.requires_python)
     codec = get_codec(opts.compression)
+    formats = format_set(opts.uv_versions)
     uv = find_uv(opts.uv)
     pool_ref = parse_ref(opts.pool) if opts.pool else None
     if pool_ref is not None and not isinstance(pool_ref, RegistryRef):
@@ -207,14 +212,14 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
-        builder = _Builder(uv, pylock_text, scratch, progress)
+        builder = _Builder(uv, formats, pylock_text, scratch, progress)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
         built = [_build_for_target(t, lock, opts, uv, codec, builder, known, pool, state, progress) for t in targets]
 
         progress.step(f"writing {ref}")
         images = [b.image for b in built]
-        index = assemble_index(images, _index_annotations(uv, codec)) if len(images) > 1 else None
+        index = assemble_index(images, _index_annotations(uv, formats, codec)) if len(images) > 1 else None
         report = dest.write(images, [blob for b in built for blob in b.blobs], index, opts.registry.jobs)
         pool_tags = 0
         if pool is not None:
@@ -234,7 +239,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         targets=[{"platform": b.target.oci_platform, "python": b.target.python_full,
                   "python_platform": b.target.python_platform,
                   "manifest_digest": str(b.image.manifest_descriptor.digest)} for b in built],
-        uv_version=uv.version, layers=rows, skipped=sorted({s for b in built for s in b.skipped}),
+        uv_version=uv.version, uv_releases=formats.releases, layers=rows, skipped=sorted({s for b in built for s in b.skipped}),
         packages_populated=builder.populated, packages_extracted=builder.extracted,
         layers_built=len(state.packed), layers_reused=sum(1 for r in rows if r["reused"]),
         blobs_uploaded=report.count("uploaded"), blobs_mounted=report.count("mounted"),
@@ -253,12 +258,12 @@ class _SharedState:
 
 def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool, codec: Codec, builder: _Builder,
                       known: KnownLayers, pool: Pool | None, state: _SharedState, progress: Progress) -> _Built:
-    fmt = uv.format
-    progress.step(f"target {target.describe()}; uv {uv.version}")
+    formats = builder.formats
+    progress.step(f"target {target.describe()}; for uv {formats.releases}")
     selection = select_packages(builder.pylock_text, lock, target)
     for note in selection.skipped:
         progress.step(f"left out {note}")
-    keyed = [(s, package_key(s, fmt, codec)) for s in selection.selected]
+    keyed = [(s, package_key(s, formats, codec)) for s in selection.selected]
     if pool is not None:
         hits = pool.lookup([k for _, k in keyed if k not in state.trees], known)
         progress.step(f"pool {pool}: {hits} of {len(keyed)} packages known")
@@ -270,10 +275,10 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     for tree in builder.populate([(s, k) for s, k in keyed if k not in trees], target):
         assert tree.package is not None
         trees[tree.package.key] = tree
-    groups = _plan(trees, keyed, opts, base_tree(fmt))
+    groups = _plan(trees, keyed, opts, base_tree(formats))
 
     def reusable(group: LayerGroup) -> bool:
-        key = _layer_key(group, fmt.id)
+        key = _layer_key(group, formats.id)
         return key in state.packed or known.layer(key) is not None
 
     # ...unless their bundle must be rebuilt: then they are taken out of the layer that holds them.
@@ -283,15 +288,15 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         for tree in builder.extract([known.packages[k] for k in missing]):
             assert tree.package is not None
             trees[tree.package.key] = tree
-        groups = _plan(trees, keyed, opts, base_tree(fmt))
+        groups = _plan(trees, keyed, opts, base_tree(formats))
     state.trees |= {k: t for k, t in trees.items() if not t.is_placeholder}
 
     todo = [g for g in groups if not reusable(g)]
     progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused")
-    _pack_groups(todo, codec, fmt.id, builder.scratch / "blobs", opts.jobs, state, progress)
+    _pack_groups(todo, codec, formats.id, builder.scratch / "blobs", opts.jobs, state, progress)
     layers, blobs, new, from_pool = [], [], set(), set()
     for group in groups:
-        key = _layer_key(group, fmt.id)
+        key = _layer_key(group, formats.id)
         if key in state.packed:
             layer, path = state.packed[key]
             origin = BlobOrigin(path=path)
@@ -305,7 +310,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                 from_pool.add(layer.digest)
         layers.append(layer)
         blobs.append((layer.descriptor(), origin))
-    image = assemble_image(layers, target, _image_annotations(uv, target, codec, selection.skipped))
+    image = assemble_image(layers, target, _image_annotations(uv, formats, target, codec, selection.skipped))
     return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
                   reused_from_pool=from_pool, skipped=selection.skipped)
 
@@ -379,16 +384,18 @@ def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, s
                             packages=tuple(t.to_annotation() for t in group.trees if t.package))
 
 
-def _index_annotations(uv: UvTool, codec: Codec) -> dict[str, str]:
-    return {oci.A_VERSION: __version__, oci.A_UV_VERSION: uv.version, oci.A_CACHE_FORMAT: uv.format.id,
-            oci.A_COMPRESSION: codec.id}
+def _index_annotations(uv: UvTool, formats: FormatSet, codec: Codec) -> dict[str, str]:
+    return {oci.A_VERSION: __version__, oci.A_UV_VERSION: uv.version, oci.A_CACHE_FORMAT: formats.id,
+            oci.A_UV_RELEASES: formats.releases, oci.A_COMPRESSION: codec.id}
 
 
-def _image_annotations(uv: UvTool, target: Target, codec: Codec, skipped: tuple[str, ...]) -> dict[str, str]:
+def _image_annotations(uv: UvTool, formats: FormatSet, target: Target, codec: Codec,
+                       skipped: tuple[str, ...]) -> dict[str, str]:
     annotations = {
         oci.A_VERSION: __version__,
         oci.A_UV_VERSION: uv.version,
-        oci.A_CACHE_FORMAT: uv.format.id,
+        oci.A_CACHE_FORMAT: formats.id,
+        oci.A_UV_RELEASES: formats.releases,
         oci.A_TARGET_PLATFORM: target.oci_platform,
         oci.A_TARGET_PYTHON: target.python_full,
         oci.A_TARGET_PYTHON_PLATFORM: target.python_platform,

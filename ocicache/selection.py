@@ -46,6 +46,12 @@ class Selected:
         return str(self.package.version)
 
     @property
+    def size(self) -> int | None:
+        """The artifact's size as the lock records it (None for git, or where the index gave none)."""
+        artifacts = (*self.package.wheels, *((self.package.sdist,) if self.package.sdist else ()))
+        return next((a.size for a in artifacts if a.sha256 == self.sha256 and self.sha256), None)
+
+    @property
     def hash(self) -> str:
         return f"git:{self.commit}" if self.kind == "git" else f"sha256:{self.sha256}"
 

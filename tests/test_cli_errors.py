@@ -55,11 +55,18 @@ def test_not_a_lock(tmp_path, content, fragment):
 def test_unknown_uv_version_is_refused_naming_the_supported_ones(make_project, tmp_path):
     lock = make_project(tmp_path / "project", ["small-a"])
     fake = tmp_path / "uv"
-    fake.write_text("#!/bin/sh\necho 'uv 0.12.5 (x86_64-unknown-linux-gnu)'\n")
+    fake.write_text("#!/bin/sh\necho 'uv 0.14.0 (x86_64-unknown-linux-gnu)'\n")
     fake.chmod(0o755)
     run = ocicache("push", lock, f"oci:{tmp_path / 'out'}", "--uv", fake, check=False)
-    _assert_one_line_error(run, "uv 0.12.5", "supported uv versions: 0.13.9")
+    _assert_one_line_error(run, "uv 0.14.0 is newer than", "0.9.0 to 0.13.9")
     assert not (tmp_path / "out").exists()
+    for bad, fragment in (("0.8.24", "uv 0.8.24 is outside"), ("latest", "not a uv version"),
+                          ("0.14.1", "upgrade ocicache")):
+        run = ocicache("push", lock, f"oci:{tmp_path / 'out'}", "--uv-version", bad, check=False)
+        _assert_one_line_error(run, fragment, "0.9.0 to 0.13.9")
+        assert not (tmp_path / "out").exists()
+        run = ocicache("check", f"oci:{tmp_path / 'out'}", lock, "--uv-version", bad, check=False)
+        _assert_one_line_error(run, fragment)
 
 
 def test_package_without_wheel_for_target_or_sdist(make_project, tmp_path):

@@ -24,7 +24,7 @@ from ocicache.pack import pack_layer, write_tar
 from ocicache.plan import MAX_LAYERS_CAP, plan_layers
 from ocicache.target import make_target
 from ocicache.tree import Entry, PackageRef, PackageTree
-from ocicache.uvcache import UV_0_13_9, format_for_uv, httpfile
+from ocicache.uvcache import Pointer, PointerError, family_for_uv, format_set, rkyv07, rkyv08
 
 LOCK_ALL_SOURCES = """
 version = 1
@@ -133,7 +133,7 @@ def _tree(name: str, size: int) -> PackageTree:
                 min_size=0, max_size=400, unique_by=lambda t: t[0]),
        st.integers(2, MAX_LAYERS_CAP), st.randoms(use_true_random=False))
 def test_plan_holds_the_budget_and_ignores_input_order(items, max_layers, rnd):
-    base = base_tree(UV_0_13_9)
+    base = base_tree(format_set(["0.13.9"]))
     trees = [_tree(n, s) for n, s in items]
     groups = plan_layers(base, trees, max_layers=max_layers)
     shuffled = trees[:]
@@ -145,7 +145,7 @@ def test_plan_holds_the_budget_and_ignores_input_order(items, max_layers, rnd):
 
 
 def test_adding_a_small_package_changes_one_bucket():
-    base = base_tree(UV_0_13_9)
+    base = base_tree(format_set(["0.13.9"]))
     trees = [_tree(f"pkg{i:03d}", 1000 + i) for i in range(300)] + [_tree("bigone", 50 << 20)]
     before = plan_layers(base, trees)
     after = plan_layers(base, [*trees, _tree("newcomer", 10)])
@@ -209,7 +209,7 @@ def test_pack_is_deterministic_whatever_the_order_and_mtimes(tmp_path_factory, r
 def test_golden_base_layer_digest():
     """The scaffold tar matches the reference normalisation prototype byte for byte; change on purpose only."""
     buf = io.BytesIO()
-    write_tar(base_tree(UV_0_13_9).entries, buf)
+    write_tar(base_tree(format_set(["0.13.9"])).entries, buf)
     assert hashlib.sha256(buf.getvalue()).hexdigest() == \
         "96bc48ad28787a90b383bde27b26b028a74b7c19e20e86d161845a5fdaa22d3f"
 
@@ -237,28 +237,50 @@ def test_pack_memory_does_not_grow_with_layer_size(tmp_path):
     assert grown_kib < 32 * 1024, f"peak RSS grew by {grown_kib} KiB while packing 256 MiB"
 
 
-def test_http_pointer_canonicalisation_round_trip():
+@pytest.mark.parametrize("codec", [rkyv07.CODEC, rkyv08.CODEC], ids=["rkyv07", "rkyv08"])
+def test_pointer_codecs_round_trip_and_rebuild_canonically(codec):
+    uri = "https://files.example/packages/ab/cd/" + "six-1.17.0-py2.py3-none-any.whl" * 3  # > 63 bytes
+    wheel = Pointer(kind="wheel", id="RANDOMarchiveid1", hashes=(("Sha256", "ab" * 32),), uri=uri,
+                    filename="six-1.17.0-py2.py3-none-any.whl", size=1234)
+    raw = codec.write(wheel)
+    back = codec.read(raw, "wheel")
+    assert (back.id, back.sha256, back.uri, back.filename) == (wheel.id, "ab" * 32, uri, wheel.filename)
+    assert codec.write(back) == raw  # rebuilding from the fields is byte-stable
+    assert codec.write(back.canonical("ab" * 32, 1234)) != raw
+    revision = Pointer(kind="revision", id="x" * 16, hashes=(("Sha256", "cd" * 32),), uri=uri, size=77)
+    assert codec.read(codec.write(revision), "revision").id == "x" * 16
+    with pytest.raises(PointerError):
+        codec.read(raw[: len(raw) // 2], "wheel")
+
+
+def test_rkyv08_pointer_checksum_is_verified():
     uri = "https://files.example/packages/six-1.17.0-py2.py3-none-any.whl"
-    payload = b"\x95\xb0" + b"RANDOMarchiveid1" + b"\x91\x81\xa6Sha256\xd9\x40" + b"ab" * 32 + b"\xc0\x00\xc0"
-    original = httpfile.build(payload, b"\x07" * 16, httpfile.synth_policy(uri, ts=1700000000, max_age=60))
-    parsed = httpfile.parse(original)
-    assert parsed.id == "RANDOMarchiveid1" and parsed.sha256 == "ab" * 32 and parsed.uri == uri
-    canonical = parsed.canonical("ab" * 32)
-    again = httpfile.parse(canonical)
-    assert again.id == "ab" * 32 and again.uri == uri and again.sha256 == "ab" * 32
-    assert httpfile.parse(canonical).canonical("ab" * 32) == canonical  # idempotent
-    corrupt = bytearray(canonical)
+    raw = rkyv08.CODEC.write(Pointer(kind="wheel", id="a" * 64, hashes=(("Sha256", "ab" * 32),), uri=uri,
+                                     filename="six-1.17.0-py2.py3-none-any.whl", size=None))
+    corrupt = bytearray(raw)
     corrupt[-20] ^= 1
-    with pytest.raises(httpfile.HttpFileError, match="checksum"):
-        httpfile.parse(bytes(corrupt))
-    _crc, length = struct.unpack_from("<IQ", canonical, len(canonical) - 12)
-    assert length == len(again.payload)
+    with pytest.raises(PointerError, match="checksum"):
+        rkyv08.CODEC.read(bytes(corrupt), "wheel")
+    _crc, length = struct.unpack_from("<IQ", raw, len(raw) - 12)
+    assert raw[:length].startswith(b"\x95")
 
 
-def test_unknown_uv_format_is_refused():
-    assert format_for_uv("0.13.9") is UV_0_13_9
-    with pytest.raises(CacheFormatError, match=r"supported uv versions: 0\.13\.9"):
-        format_for_uv("0.14.0")
+def test_uv_releases_map_to_their_format_family_and_unknown_ones_are_refused():
+    assert [family_for_uv(v).id for v in ("0.9.0", "0.9.30", "0.10.0", "0.11.7", "0.12.24", "0.13.0", "0.13.8",
+                                          "0.13.9")] == ["wheels-v5", "wheels-v5", "wheels-v6", "wheels-v6",
+                                                         "wheels-v6", "wheels-v7", "wheels-v7", "wheels-v8"]
+    with pytest.raises(CacheFormatError, match=r"uv 0\.14\.0 is newer than .*0\.9\.0 to 0\.13\.9"):
+        family_for_uv("0.14.0")
+    with pytest.raises(CacheFormatError, match=r"uv 0\.8\.24 is outside"):
+        family_for_uv("0.8.24")
+    with pytest.raises(CacheFormatError, match="not a uv version"):
+        family_for_uv("latest")
+    assert format_set().id == "wheels-v5+wheels-v6+wheels-v7+wheels-v8"
+    assert format_set(["0.13.8", "0.13.1"]).id == "wheels-v7"
+    assert format_set(["0.13.9", "0.9.3"]).id == "wheels-v5+wheels-v8"
+    # 0.9.x and 0.10-0.12 share sdists-v9: its scaffold files appear once
+    paths = [p for p, _ in format_set(["0.9.0", "0.10.0"]).base_files]
+    assert paths == sorted(set(paths)) and "sdists-v9/.git" in paths
 
 
 def test_layout_put_blob_refuses_wrong_bytes_and_leaves_no_temp(tmp_path):

@@ -1,53 +1,105 @@
 """The only package that knows uv's private cache format.
 
-uv versions its cache buckets per release (`wheels-v8`, `sdists-v11`, `archive-v0` in 0.13.9) and an
-older uv ignores, even prunes, a newer cache. So support is a table: one entry per uv version whose
-layout ocicache has proven (populate, normalise, install offline in tests/). When a uv release
-changes a bucket version or the `.http` layout, add a format here and a test that proves it.
+uv versions its cache buckets per release and ignores (even prunes) buckets of another version, so
+support is a table of format families, like uv's own `CacheBucket` enum: one module per family
+(`v5` … `v8`, named after the wheels bucket), each naming the releases that read it, its buckets and
+its pointer codec (`rkyv07` for uv 0.9-0.12, `rkyv08` for 0.13). Unpacked wheels (`archive-v0`) are
+common to every family, so an image holds them once and each family's pointers beside them.
+
+Adding the next uv (say 0.14 with `wheels-v9`): write `v9.py` (copy `v8.py`, change the buckets and
+the releases; a new codec module only if the `.http` framing changed), append it to `FAMILIES`, and
+add its first and last release to `UV_RELEASES_PROVEN` in tests/test_uv_versions.py, which
+populates with it, pushes, and installs offline with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from packaging.version import InvalidVersion, Version
+
 from ..errors import CacheFormatError
+from . import v5, v6, v7, v8
+from .family import ARCHIVE_BUCKET, CacheFamily
+from .pointer import Pointer, PointerError, fastid
 
-__all__ = ["PINNED_UV_VERSION", "SUPPORTED_FORMATS", "CacheFormat", "format_for_uv"]
+__all__ = ["ARCHIVE_BUCKET", "FAMILIES", "PINNED_UV_VERSION", "CacheFamily", "FormatSet", "Pointer",
+           "PointerError", "families_of", "family_for_uv", "fastid", "format_set", "supported_range"]
 
+# Oldest first. A release belongs to at most one family.
+FAMILIES: tuple[CacheFamily, ...] = (v5.FAMILY, v6.FAMILY, v7.FAMILY, v8.FAMILY)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CacheFormat:
-    id: str  # part of every reuse key: layers of two formats never mix
-    wheels: str
-    sdists: str
-    archive: str
-    base_files: tuple[tuple[str, bytes], ...]  # constant scaffold uv creates in every cache
-
-
-_BASE_FILES = (
-    ("CACHEDIR.TAG", b"Signature: 8a477f597d28d172789f06886806bc55"),
-    (".gitignore", b"*"),
-)
-
-UV_0_13_9 = CacheFormat(
-    id="uv-0.13.9",
-    wheels="wheels-v8",
-    sdists="sdists-v11",
-    archive="archive-v0",
-    base_files=(*_BASE_FILES, ("sdists-v11/.git", b""), ("sdists-v11/.gitignore", b"")),
-)
-
-# The uv installed with ocicache (pyproject.toml pins the same version).
+# The uv installed with ocicache (pyproject.toml pins the same version): it fills every cache.
 PINNED_UV_VERSION = "0.13.9"
-SUPPORTED_FORMATS: dict[str, CacheFormat] = {"0.13.9": UV_0_13_9}
+
+_ROOT_FILES = (("CACHEDIR.TAG", b"Signature: 8a477f597d28d172789f06886806bc55"), (".gitignore", b"*"))
 
 
-def format_for_uv(version: str) -> CacheFormat:
+def supported_range() -> str:
+    return f"{FAMILIES[0].first} to {FAMILIES[-1].last}"
+
+
+def family_for_uv(version: str) -> CacheFamily:
+    """The family uv `version` reads; CacheFormatError naming the supported range if none."""
     try:
-        return SUPPORTED_FORMATS[version]
-    except KeyError:
-        supported = ", ".join(sorted(SUPPORTED_FORMATS))
-        raise CacheFormatError(
-            f"uv {version} writes a cache format ocicache does not know; supported uv versions: "
-            f"{supported} (use the pinned uv, or pass --uv PATH to a supported one)"
-        ) from None
+        parsed = Version(version)
+    except InvalidVersion:
+        raise CacheFormatError(f"uv {version!r} is not a uv version (expected X.Y.Z, from {supported_range()})") from None
+    for family in FAMILIES:
+        if family.serves(str(parsed)):
+            return family
+    newer = parsed > Version(FAMILIES[-1].last)
+    raise CacheFormatError(
+        f"uv {version} {'is newer than' if newer else 'is outside'} the cache formats ocicache knows "
+        f"(uv {supported_range()}){'; a newer uv may change its cache format: upgrade ocicache' if newer else ''}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FormatSet:
+    """The families an image serves: one set of pointers each, the archives once."""
+
+    families: tuple[CacheFamily, ...]
+
+    def __post_init__(self) -> None:
+        if not self.families:
+            raise ValueError("a format set needs at least one family")
+
+    @property
+    def id(self) -> str:
+        """Part of every reuse key and the `dev.ocicache.uv.cache-format` annotation."""
+        return "+".join(f.id for f in self.families)
+
+    @property
+    def releases(self) -> str:
+        """The uv releases that read the image, e.g. `0.9.0-0.9.30, 0.13.9`."""
+        return ", ".join(f.releases for f in self.families)
+
+    @property
+    def base_files(self) -> tuple[tuple[str, bytes], ...]:
+        files = dict(_ROOT_FILES)
+        for family in self.families:
+            files.update(family.base_files)
+        return tuple(sorted(files.items()))
+
+    def serves(self, version: str) -> bool:
+        try:
+            return any(f.serves(version) for f in self.families)
+        except InvalidVersion:
+            return False
+
+
+def families_of(format_id: str) -> tuple[CacheFamily, ...]:
+    """The known families named in an image's `dev.ocicache.uv.cache-format` (unknown ids dropped)."""
+    ids = set(format_id.split("+"))
+    return tuple(f for f in FAMILIES if f.id in ids)
+
+
+def format_set(uv_versions: Iterable[str] = ()) -> FormatSet:
+    """The families of `uv_versions` (each refused if unknown); every family if none is given."""
+    versions = list(uv_versions)
+    if not versions:
+        return FormatSet(FAMILIES)
+    wanted = {family_for_uv(v).id for v in versions}
+    return FormatSet(tuple(f for f in FAMILIES if f.id in wanted))
