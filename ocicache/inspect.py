@@ -99,8 +99,8 @@ def format_table(info: dict[str, Any]) -> str:
     t = info["target"]
     lines = [
         f"{info['reference']}  {info['manifest_digest']}",
-        f"read by uv {info['uv_releases'] or info['uv_version']} (filled by uv {info['uv_version']}), target {t['platform']} CPython {t['python']} "
-        f"{t['python_platform']}, {info['compression']}",
+        f"read by uv {info['uv_releases'] or info['uv_version']} (filled by uv {info['uv_version']}), "
+        f"target {t['platform']} CPython {t['python']} {t['python_platform']}, {info['compression']}",
         f"{len(info['layers'])} layers, {format_size(info['total_size'])} compressed",
         "",
         f"{'#':>3}  {'KIND':<8} {'SIZE':>10}  {'DIGEST':<19}  PACKAGES",

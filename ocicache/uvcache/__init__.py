@@ -45,7 +45,8 @@ def family_for_uv(version: str) -> CacheFamily:
     try:
         parsed = Version(version)
     except InvalidVersion:
-        raise CacheFormatError(f"uv {version!r} is not a uv version (expected X.Y.Z, from {supported_range()})") from None
+        raise CacheFormatError(
+            f"uv {version!r} is not a uv version (expected X.Y.Z, from {supported_range()})") from None
     for family in FAMILIES:
         if family.serves(str(parsed)):
             return family
