@@ -42,8 +42,9 @@ class CheckResult:
 
 def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
                 python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
-                options: RegistryOptions | None = None) -> CheckResult:
-    """`uv_version`: the release the build runs (None: not checked)."""
+                options: RegistryOptions | None = None, build_problems: list[str] | None = None) -> CheckResult:
+    """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
+    Dockerfile does wrong with the cache (consumer.py), reported with the rest."""
     lock = read_lock(lock_path)
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
@@ -56,7 +57,7 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
         source, tag, ref = endpoints.source(image)
         _, manifest, _ = read_manifest(source, tag, str(ref), target.oci_platform)
     annotations = manifest.get("annotations", {})
-    problems = []
+    problems = list(build_problems or [])
     if uv_version is not None:
         wanted = family_for_uv(uv_version)
         served = families_of(annotations.get(oci.A_CACHE_FORMAT, ""))

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .dest.options import RegistryOptions
@@ -18,6 +19,9 @@ from .populate import Narrowing
 from .progress import Progress
 from .target import DEFAULT_GLIBC
 from .uvcache import PINNED_UV_VERSION, supported_range
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
 
 _EPILOG = """\
 examples:
@@ -80,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     tgt.add_argument("--uv-version", action="append", default=[], metavar="X.Y.Z",
                      help=f"only serve the cache format of this uv release (repeatable; default: every uv from "
                           f"{supported_range()}, each format's pointers beside one copy of the wheels)")
+    _dockerfile_arguments(push, "push for exactly the target and uv release that build uses (no target flags "
+                                "needed; flags given win)")
     sel = push.add_argument_group("selection (default: every workspace package, extra and group)")
     sel.add_argument("--package", action="append", default=[], help="only this workspace member (repeatable)")
     sel.add_argument("--extra", action="append", default=[], help="only these extras (repeatable)")
@@ -131,13 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     ctgt.add_argument("--platform")
     ctgt.add_argument("--python")
     ctgt.add_argument("--python-platform", metavar="TRIPLE")
+    ctgt.add_argument("--uv-version", metavar="X.Y.Z",
+                      help="the uv release your build runs: checked against the releases the image serves")
+    _dockerfile_arguments(check, "check for that build: its target, its uv, and where its uv looks for the cache "
+                                 "(USER, HOME, UV_CACHE_DIR) against where the Dockerfile mounts it")
     csel = check.add_argument_group("selection: the flags your `uv sync` uses (default: everything)")
     csel.add_argument("--package", action="append", default=[])
     csel.add_argument("--extra", action="append", default=[])
     csel.add_argument("--group", action="append", default=[])
     csel.add_argument("--no-dev", action="store_true")
-    check.add_argument("--uv-version", metavar="X.Y.Z",
-                       help="the uv release your build runs: checked against the releases the image serves")
     check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _registry_arguments(check)
 
@@ -159,6 +167,52 @@ def _image_arguments(parser: argparse.ArgumentParser, verb: str, *,
     parser.add_argument("--platform",
                         help=f"for an index: the platform to {verb} (default: the only one, or this machine's)")
     _registry_arguments(parser)
+
+
+def _dockerfile_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("the Dockerfile that uses the cache image")
+    group.add_argument("--dockerfile", type=Path, metavar="PATH",
+                       help=f"read the build that runs `uv sync`/`uv pip install` and its base image, and {what}")
+    group.add_argument("--build-arg", action="append", default=[], metavar="K=V",
+                       help="set a Dockerfile ARG, as for docker build (repeatable)")
+    group.add_argument("--stage", metavar="NAME", help="the stage docker build --target builds (default: the first "
+                                                       "stage that runs uv)")
+
+
+def _consumers(args: argparse.Namespace, registry: RegistryOptions) -> list[Consumer]:
+    """The build --dockerfile names, once per --platform given (none without --dockerfile)."""
+    if args.dockerfile is None:
+        if args.build_arg or args.stage:
+            raise UsageError("--build-arg and --stage need --dockerfile")
+        return []
+    from .consumer import infer_consumer
+
+    build_args = {}
+    for item in args.build_arg:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--build-arg {item!r}: expected NAME=VALUE")
+        build_args[key] = value
+    platforms = _as_list(args.platform)
+    python_platforms = _as_list(args.python_platform)
+    uv_versions = _as_list(args.uv_version)
+    if python_platforms and len(python_platforms) != max(len(platforms), 1):
+        platforms = []  # one target per --python-platform: the platforms follow from them
+    consumers = []
+    for i, platform in enumerate(platforms or [None]):
+        consumers.append(infer_consumer(
+            args.dockerfile, build_args, registry, platform=platform, python=args.python,
+            python_platform=python_platforms[i] if len(python_platforms) > i else None,
+            uv_version=uv_versions[0] if uv_versions else None, stage=args.stage))
+    for consumer in consumers:
+        print(f"ocicache: from {consumer.describe()}", file=sys.stderr)
+    for note in dict.fromkeys(n for c in consumers for n in c.notes):
+        print(f"ocicache: note: {note}", file=sys.stderr)
+    return consumers
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 def _registry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,12 +252,24 @@ def _push(args: argparse.Namespace) -> int:
     if args.buckets < 1:
         raise UsageError("--buckets must be at least 1")
     narrowing = _narrowing(args)
+    registry = _registry_options(args)
+    consumers = _consumers(args, registry)
+    python, python_platforms, uv_versions = args.python, tuple(args.python_platform), tuple(args.uv_version)
+    cache_dir = None
+    if consumers:
+        python = python or consumers[0].python
+        python_platforms = python_platforms or tuple(c.python_platform for c in consumers if c.python_platform)
+        uv_versions = uv_versions or tuple(c.uv_version for c in consumers[:1] if c.uv_version)
+        cache_dir = consumers[0].cache_dir
+        if not args.destination.startswith("oci:"):
+            for problem in consumers[0].problems(args.destination):
+                print(f"ocicache: warning: {problem}", file=sys.stderr)
     opts = PushOptions(lock=args.lock, destination=args.destination, platforms=tuple(args.platform),
-                       python=args.python, python_platforms=tuple(args.python_platform), narrowing=narrowing,
+                       python=python, python_platforms=python_platforms, narrowing=narrowing,
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
-                       compression=args.compression, uv=args.uv,
-                       uv_versions=tuple(args.uv_version), jobs=args.jobs,
-                       cache_from=tuple(args.cache_from), pool=args.pool, registry=_registry_options(args))
+                       compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
+                       cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
+                       consumer_cache_dir=cache_dir)
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     result = push(opts, Progress(enabled=enabled))
     if args.json:
@@ -249,9 +315,16 @@ def _check(args: argparse.Namespace) -> int:
     from .check import check_image
 
     narrowing = _narrowing(args)
-    result = check_image(args.reference, args.lock, platform=args.platform, python=args.python,
-                         python_platform=args.python_platform, narrowing=narrowing, uv_version=args.uv_version,
-                         options=_registry_options(args))
+    registry = _registry_options(args)
+    consumers = _consumers(args, registry)
+    consumer = consumers[0] if consumers else None
+    result = check_image(
+        args.reference, args.lock, narrowing=narrowing, options=registry,
+        platform=args.platform or (consumer.platform if consumer else None),
+        python=args.python or (consumer.python if consumer else None),
+        python_platform=args.python_platform or (consumer.python_platform if consumer else None),
+        uv_version=args.uv_version or (consumer.uv_version if consumer else None),
+        build_problems=consumer.problems(args.reference) if consumer else [])
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:

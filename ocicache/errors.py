@@ -5,6 +5,7 @@
       LockError              unreadable or unsupported uv.lock (the message names the context path)
       SelectionError         nothing in the lock can be installed on the target
       CacheFormatError       a uv whose cache format ocicache does not know
+      DockerfileError        --dockerfile: a build ocicache cannot read or match (names the line and the flag)
       PopulateError          uv failed while filling the scratch cache (ends with uv's last stderr lines)
       DestinationError       the destination cannot be read or written
         LayoutError          an OCI image layout directory
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "CacheFormatError",
     "DestinationError",
+    "DockerfileError",
     "LayoutError",
     "LockError",
     "OcicacheError",
@@ -46,6 +48,10 @@ class SelectionError(OcicacheError):
 
 class CacheFormatError(OcicacheError):
     pass
+
+
+class DockerfileError(OcicacheError):
+    exit_code = 2
 
 
 class PopulateError(OcicacheError):

@@ -65,6 +65,7 @@ class PushOptions:
     cache_from: tuple[str, ...] = ()
     pool: str | None = None
     registry: RegistryOptions = field(default_factory=RegistryOptions)
+    consumer_cache_dir: str | None = None  # where the Dockerfile's uv reads its cache (--dockerfile)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,7 +312,8 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                 from_pool.add(layer.digest)
         layers.append(layer)
         blobs.append((layer.descriptor(), origin))
-    image = assemble_image(layers, target, _image_annotations(uv, formats, target, codec, selection.skipped))
+    image = assemble_image(layers, target, _image_annotations(uv, formats, target, codec, selection.skipped,
+                                                                 opts.consumer_cache_dir))
     return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
                   reused_from_pool=from_pool, skipped=selection.skipped)
 
@@ -391,7 +393,7 @@ def _index_annotations(uv: UvTool, formats: FormatSet, codec: Codec) -> dict[str
 
 
 def _image_annotations(uv: UvTool, formats: FormatSet, target: Target, codec: Codec,
-                       skipped: tuple[str, ...]) -> dict[str, str]:
+                       skipped: tuple[str, ...], cache_dir: str | None) -> dict[str, str]:
     annotations = {
         oci.A_VERSION: __version__,
         oci.A_UV_VERSION: uv.version,
@@ -404,4 +406,6 @@ def _image_annotations(uv: UvTool, formats: FormatSet, target: Target, codec: Co
     }
     if skipped:
         annotations[oci.A_SKIPPED] = json.dumps(list(skipped), separators=(",", ":"))
+    if cache_dir:
+        annotations[oci.A_CONSUMER_CACHE_DIR] = cache_dir
     return annotations

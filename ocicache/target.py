@@ -18,7 +18,7 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 
 from .errors import UsageError
 
-__all__ = ["DEFAULT_GLIBC", "Target", "make_target"]
+__all__ = ["DEFAULT_GLIBC", "MANYLINUX_MINORS", "Target", "make_target"]
 
 Libc = Literal["manylinux", "musllinux"]
 _OCI_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -31,7 +31,7 @@ _TRIPLE_LEVELS: dict[str, tuple[Libc, tuple[int, int]]] = {
     "unknown-linux-musl": ("musllinux", (1, 2)),
     "manylinux2014": ("manylinux", (2, 17)),
 }
-_MANYLINUX_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)  # those uv 0.13.9 accepts
+MANYLINUX_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)  # those uv 0.13.9 accepts
 _PYTHON_RE = re.compile(r"^3\.(\d+)(?:\.(\d+))?$")
 
 
@@ -127,9 +127,9 @@ def _parse_python_platform(value: str) -> tuple[str, Libc, tuple[int, int]]:
         libc, level = _TRIPLE_LEVELS[rest]
         return arch, libc, level
     m = re.fullmatch(r"manylinux_2_(\d+)", rest)
-    if m and int(m.group(1)) in _MANYLINUX_MINORS:
+    if m and int(m.group(1)) in MANYLINUX_MINORS:
         return arch, "manylinux", (2, int(m.group(1)))
-    choices = ", ".join([f"{arch}-manylinux_2_{n}" for n in _MANYLINUX_MINORS]
+    choices = ", ".join([f"{arch}-manylinux_2_{n}" for n in MANYLINUX_MINORS]
                         + [f"{arch}-{t}" for t in _TRIPLE_LEVELS])
     raise UsageError(f"--python-platform {value!r} is not a Linux target uv knows; one of: {choices}")
 

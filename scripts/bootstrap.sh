@@ -3,7 +3,7 @@
 #   scripts/bootstrap.sh          the tool only
 #   scripts/bootstrap.sh --test   also the test extras and the Debian packages the tests drive:
 #                                 docker-registry, skopeo, umoci, buildah, runc, docker.io (dockerd),
-#                                 busybox-static, git
+#                                 busybox-static, git, musl (a musl libc for the base-image tests)
 # OCICACHE_VENV=DIR uses an existing, prepared virtualenv instead (nothing is installed into it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +14,9 @@ with_tests=0
 if [ "$with_tests" = 1 ]; then
   need=()
   for tool in docker-registry:docker-registry skopeo:skopeo umoci:umoci buildah:buildah runc:runc dockerd:docker.io \
-              busybox:busybox-static git:git chattr:e2fsprogs; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+              busybox:busybox-static git:git chattr:e2fsprogs \
+              /lib/ld-musl-x86_64.so.1:musl; do
+    { command -v "${tool%%:*}" || [ -e "${tool%%:*}" ]; } >/dev/null 2>&1 || need+=("${tool##*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing Debian packages: ${need[*]}" >&2

@@ -110,3 +110,17 @@ def _write_image(layout: Path, entries: list[Entry], tag: str, container_config:
         write_image(dest, image, [(layer_desc, BlobOrigin(path=packed.path))], tag)
     shutil.rmtree(work, ignore_errors=True)
     return f"oci:{layout}:{tag}"
+
+
+def build_musl_image(layout: Path, tag: str = "musl") -> str:
+    """A musl-based image from Debian's musl package (loader link and libc), configured like the
+    official python:3.12-alpine images (PYTHON_VERSION in Env). No musl CPython exists on the package
+    registries here, so this image proves detection, not an install."""
+    loader = "/lib/ld-musl-x86_64.so.1"
+    libc = os.path.realpath(loader)
+    entries = [Entry(path="lib/ld-musl-x86_64.so.1", kind="symlink", link=os.readlink(loader)),
+               file_entry(libc.lstrip("/"), Path(libc)),
+               file_entry("bin/busybox", Path("/bin/busybox")),
+               Entry(path="etc/passwd", kind="file", data=(pw := b"root:x:0:0:root:/root:/bin/sh\n"), size=len(pw))]
+    return _write_image(layout, entries, tag, {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.12.8"],
+                                               "Cmd": ["/bin/sh"]})
