@@ -9,6 +9,7 @@ re-locks against that mirror, then measures, --repeat times each, median reporte
   uv cold       `uv sync --frozen --no-install-project` into an empty cache and a new venv
   push cold     `ocicache push LOCK oci:<new dir>` (its scratch cache is always empty)
   push again    `ocicache push` of the unchanged lock to the same layout
+  one family    (once) the image for uv 0.13.9 only, to size what serving every uv release costs
 
 wall time, peak RSS of the whole process tree (ocicache + uv) and of ocicache's own process.
 Usage: .venv/bin/python scripts/bench_push.py [--repeat N] [--project example|datasci] [--workdir DIR]
@@ -148,12 +149,18 @@ def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
             t, rss = run([sys.executable, "-c", SELF_RSS, str(rss_file), "push", str(lock), dest, "--progress",
                           "never"], env=env)
             results[label].append((t, rss, int(rss_file.read_text())))
+    # The same lock as an image for one uv family only: what serving every release costs in bytes.
+    single = workdir / f"{project}-single"
+    shutil.rmtree(single, ignore_errors=True)
+    run([sys.executable, "-m", "ocicache", "push", str(lock), f"oci:{single}:bench", "--uv-version", "0.13.9",
+         "--progress", "never"], env=env)
     assert server.stdin is not None
     server.stdin.close()
     server.wait()
     size = sum(p.stat().st_size for p in (workdir / f"{project}-run0" / "layout" / "blobs").rglob("*"))
+    single_size = sum(p.stat().st_size for p in (single / "blobs").rglob("*"))
     packages = lock.read_text().count("[[package]]")
-    return {"project": project, "packages": packages, "image_bytes": size,
+    return {"project": project, "packages": packages, "image_bytes": size, "single_family_bytes": single_size,
             **{label: {"seconds": statistics.median(r[0] for r in rows),
                        "tree_rss_mib": max(r[1] for r in rows) / 1024,
                        "ocicache_rss_mib": max(r[2] for r in rows) / 1024}
@@ -181,6 +188,12 @@ def main() -> None:
         print(f"| {r['project']} | {r['packages']} | {r['image_bytes'] / 2**20:.0f} MiB | {uvc['seconds']:.2f} s "
               f"| {cold['seconds']:.2f} s | {cold['seconds'] / uvc['seconds']:.2f}x | {again['seconds']:.2f} s "
               f"| {cold['ocicache_rss_mib']:.0f} / {cold['tree_rss_mib']:.0f} MiB |")
+    print()
+    print("| project | image, every uv 0.9.0-0.13.9 | image, uv 0.13.9 only | growth |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['project']} | {r['image_bytes']:,} B | {r['single_family_bytes']:,} B "
+              f"| {100 * (r['image_bytes'] / r['single_family_bytes'] - 1):.2f}% |")
     print()
     print(json.dumps(rows, indent=1))
 

@@ -56,7 +56,8 @@ RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw \\
     assert (use.source, use.target, use.how, use.writable, use.unresolved) == \
         ("uvcache", "/root/.cache/uv", "bind mount", True, True)
     # the default of the ARG, and `pip install uv==X` as the uv
-    other = _write(tmp_path / "other", "FROM python:3.11\nRUN pip install uv==0.10.4\nRUN uv pip install --system -r r.txt\n")
+    other = _write(tmp_path / "other",
+                   "FROM python:3.11\nRUN pip install uv==0.10.4\nRUN uv pip install --system -r r.txt\n")
     assert find_uv_step(parse_dockerfile(other)).uv_version == "0.10.4"
     assert find_uv_step(parse_dockerfile(path)).uv_version == "0.13.8"
 
@@ -112,7 +113,8 @@ def test_push_with_dockerfile_needs_no_target_flag_and_that_build_runs_offline(b
     assert [(t["platform"], t["python"], t["python_platform"]) for t in pushed["targets"]] == \
         [("linux/amd64", "3.11.0", "x86_64-manylinux_2_36")]
     assert pushed["uv_releases"] == "0.13.0-0.13.8"  # exactly the family of the uv the Dockerfile copies
-    assert "Dockerfile:8: linux/amd64, CPython 3.11" in run.stderr and "reads its cache from /root/.cache/uv" in run.stderr
+    assert "Dockerfile:8: linux/amd64, CPython 3.11" in run.stderr
+    assert "reads its cache from /root/.cache/uv" in run.stderr
     info = ocicache("inspect", cache, "--json").json()
     assert info["target"]["python_platform"] == "x86_64-manylinux_2_36"
 
