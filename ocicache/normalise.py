@@ -22,7 +22,20 @@ from pathlib import Path
 from .errors import OcicacheError
 from .selection import Selected
 from .tree import Entry, PackageRef, PackageTree, file_entry, walk_tree
-from .uvcache import ARCHIVE_BUCKET, CacheFamily, FormatSet, Pointer, PointerError, fastid
+from .uvcache import (
+    ARCHIVE_BUCKET,
+    BUILT_METADATA,
+    GIT_SHARDS,
+    POINTER_SUFFIX,
+    REVISION_POINTER,
+    SDIST_SOURCES,
+    CacheFamily,
+    FormatSet,
+    Pointer,
+    PointerError,
+    fastid,
+    git_shard_pattern,
+)
 from .uvcache.pointer import PointerKind
 
 __all__ = ["NormaliseError", "base_tree", "normalise_cache"]
@@ -83,8 +96,8 @@ def normalise_cache(
 class _Reader:
     def __init__(self, cache: Path, populated: CacheFamily, formats: FormatSet) -> None:
         self.cache, self.populated, self.formats = cache, populated, formats
-        self.wheels = self._pointers(populated.wheels, "wheel", lambda name: name.endswith(".http"))
-        self.revisions = self._pointers(populated.sdists, "revision", lambda name: name == "revision.http")
+        self.wheels = self._pointers(populated.wheels, "wheel", lambda name: name.endswith(POINTER_SUFFIX))
+        self.revisions = self._pointers(populated.sdists, "revision", lambda name: name == REVISION_POINTER)
         self._built_ids: dict[Path, str] = {}
 
     def _built_id(self, archive: Path) -> str:
@@ -98,7 +111,8 @@ class _Reader:
         out: dict[str, _Found] = {}
         root = self.cache / bucket
         for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d != "src" and not os.path.islink(os.path.join(dirpath, d)))
+            dirnames[:] = sorted(d for d in dirnames
+                                 if d != SDIST_SOURCES and not os.path.islink(os.path.join(dirpath, d)))
             for name in sorted(filenames):
                 if not wanted(name):
                     continue
@@ -117,7 +131,7 @@ class _Reader:
             raise _missing(selected, "wheel")
         new_id = selected.sha256  # cannot collide with uv's 16/21-char random or 24-char dirhash ids
         pointer = found.pointer.canonical(new_id, selected.size)
-        key = found.filename[: -len(".http")]
+        key = found.filename[: -len(POINTER_SUFFIX)]
         entries = _archive_entries(self.cache / ARCHIVE_BUCKET / found.pointer.id, new_id)
         for family in self.formats.families:
             where = f"{family.wheels}/{found.rel_dir}"
@@ -145,8 +159,8 @@ class _Reader:
     def git(self, selected: Selected) -> list[Entry]:
         """sdists-vN/git/<digest(url)>/<commit[:16]>/: keyed by commit, no revision id to rewrite."""
         assert selected.commit is not None
-        git_root = self.cache / self.populated.sdists / "git"
-        shards = sorted(git_root.glob(f"*/{selected.commit[:16]}")) if git_root.is_dir() else []
+        git_root = self.cache / self.populated.sdists / GIT_SHARDS
+        shards = sorted(git_root.glob(git_shard_pattern(selected.commit))) if git_root.is_dir() else []
         for shard in shards:
             built = _built_wheels(shard)
             if built:
@@ -168,7 +182,7 @@ class _Reader:
             # it (measured), so every family gets it and the layer does not depend on the filler.
             if b.metadata is not None:
                 parent = os.path.dirname(b.rel_link)
-                entries.append(file_entry(f"{shard_out}/{parent + '/' if parent else ''}metadata.msgpack",
+                entries.append(file_entry(f"{shard_out}/{parent + '/' if parent else ''}{BUILT_METADATA}",
                                           b.metadata))
         return entries
 
@@ -202,9 +216,9 @@ def _built_wheels(shard: Path) -> list[_BuiltWheel]:
     for dirpath, dirnames, filenames in os.walk(shard):
         dirnames.sort()
         links = [n for n in sorted(dirnames + filenames) if os.path.islink(os.path.join(dirpath, n))]
-        dirnames[:] = [d for d in dirnames if d != "src" and d not in links]
+        dirnames[:] = [d for d in dirnames if d != SDIST_SOURCES and d not in links]
         rel = os.path.relpath(dirpath, shard)
-        metadata = Path(dirpath, "metadata.msgpack") if "metadata.msgpack" in filenames else None
+        metadata = Path(dirpath, BUILT_METADATA) if BUILT_METADATA in filenames else None
         for name in links:
             out.append(_BuiltWheel(rel_link=name if rel == "." else f"{rel}/{name}",
                                    archive=Path(os.path.realpath(os.path.join(dirpath, name))), metadata=metadata))

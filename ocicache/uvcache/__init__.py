@@ -7,9 +7,10 @@ its pointer codec (`rkyv07` for uv 0.9-0.12, `rkyv08` for 0.13). Unpacked wheels
 common to every family, so an image holds them once and each family's pointers beside them.
 
 Adding the next uv (say 0.14 with `wheels-v9`): write `v9.py` (copy `v8.py`, change the buckets and
-the releases; a new codec module only if the `.http` framing changed), append it to `FAMILIES`, and
-add its first and last release to `UV_RELEASES_PROVEN` in tests/test_uv_versions.py, which
-populates with it, pushes, and installs offline with it.
+the releases; a new codec module only if the `.http` framing changed, an override in it only if an
+entry name of `family.py` changed) and append it to `FAMILIES`. Its first and last release then join
+the releases tests/support/uvreleases.py downloads, and tests/test_uv_versions.py installs offline
+with each of them, locally and in real builders (docs/uv-versions.md).
 """
 
 from __future__ import annotations
@@ -21,11 +22,38 @@ from packaging.version import InvalidVersion, Version
 
 from ..errors import CacheFormatError
 from . import v5, v6, v7, v8
-from .family import ARCHIVE_BUCKET, CacheFamily
+from .family import (
+    ARCHIVE_BUCKET,
+    BUILT_METADATA,
+    GIT_SHARDS,
+    POINTER_SUFFIX,
+    REVISION_POINTER,
+    SDIST_SOURCES,
+    CacheFamily,
+    git_shard_pattern,
+)
 from .pointer import Pointer, PointerError, fastid
 
-__all__ = ["ARCHIVE_BUCKET", "FAMILIES", "PINNED_UV_VERSION", "CacheFamily", "FormatSet", "Pointer",
-           "PointerError", "families_of", "family_for_uv", "fastid", "format_set", "supported_range"]
+__all__ = [
+    "ARCHIVE_BUCKET",
+    "BUILT_METADATA",
+    "FAMILIES",
+    "GIT_SHARDS",
+    "PINNED_UV_VERSION",
+    "POINTER_SUFFIX",
+    "REVISION_POINTER",
+    "SDIST_SOURCES",
+    "CacheFamily",
+    "FormatSet",
+    "Pointer",
+    "PointerError",
+    "families_of",
+    "family_for_uv",
+    "fastid",
+    "format_set",
+    "git_shard_pattern",
+    "supported_range",
+]
 
 # Oldest first. A release belongs to at most one family.
 FAMILIES: tuple[CacheFamily, ...] = (v5.FAMILY, v6.FAMILY, v7.FAMILY, v8.FAMILY)
