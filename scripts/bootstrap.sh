@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what ocicache needs into .venv (the pinned uv comes with it from PyPI).
 #   scripts/bootstrap.sh          the tool only
-#   scripts/bootstrap.sh --test   also the test extras and the Debian packages the tests drive:
+#   scripts/bootstrap.sh --test   also the test extras, the uv releases of the compatibility tests, and the
+#                                 Debian packages the tests drive:
 #                                 docker-registry, skopeo, umoci, buildah, runc, docker.io (dockerd),
 #                                 busybox-static, git, musl (a musl libc for the base-image tests)
 # OCICACHE_VENV=DIR uses an existing, prepared virtualenv instead (nothing is installed into it).
@@ -27,12 +28,17 @@ if [ "$with_tests" = 1 ]; then
   fi
 fi
 
-if [ -n "${OCICACHE_VENV:-}" ]; then
-  exit 0
+if [ -z "${OCICACHE_VENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  extras=""
+  [ "$with_tests" = 1 ] && extras="[test]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
 fi
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+
+if [ "$with_tests" = 1 ]; then
+  # The uv releases the compatibility tests install with (first and last of every format family),
+  # from PyPI into .cache/uv-releases/ (kept between runs).
+  "${OCICACHE_VENV:-.venv}/bin/python" -m tests.support.uvreleases
 fi
-extras=""
-[ "$with_tests" = 1 ] && extras="[test]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
