@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import oci
 from .oci import Descriptor, Digest, canonical_json
 from .target import Target
+
+if TYPE_CHECKING:
+    from .stack import BaseImage
 
 __all__ = ["Image", "LayerDescription", "assemble_image", "assemble_index"]
 
@@ -55,19 +59,40 @@ class Image:
     layers: tuple[Descriptor, ...]
 
 
-def assemble_image(layers: list[LayerDescription], target: Target, annotations: dict[str, str]) -> Image:
+def assemble_image(layers: list[LayerDescription], target: Target, annotations: dict[str, str],
+                   base: BaseImage | None = None) -> Image:
+    """The image of `layers`; with `base` (push --base), stacked on that image's layers and config."""
+    history = [{"created": "1970-01-01T00:00:00Z", "created_by": f"ocicache: {layer.kind} layer",
+                "comment": layer.key} for layer in layers]
+    diff_ids = [str(layer.diff_id) for layer in layers]
+    if base is None:
+        platform: dict[str, Any] = target.oci_config_platform()
+        container: dict[str, Any] = {"Labels": dict(annotations)}
+        base_layers: tuple[Descriptor, ...] = ()
+    else:
+        platform = {k: base.config[k] for k in ("architecture", "os", "variant", "os.version") if k in base.config}
+        container = dict(base.config.get("config") or {})
+        container["Labels"] = {**(container.get("Labels") or {}), **annotations}
+        base_history = [h for h in base.config.get("history") or [] if isinstance(h, dict)]
+        if sum(1 for h in base_history if not h.get("empty_layer")) != len(base.layers):
+            # builders match history entries to layers: one entry per base layer when the base's own
+            # history does not account for them (buildah refuses the image otherwise)
+            base_history = [{"created": "1970-01-01T00:00:00Z", "created_by": "base image layer"}
+                            for _ in base.layers]
+        history = [*base_history, *history]
+        diff_ids = [*base.diff_ids, *diff_ids]
+        base_layers = base.layers
     config = canonical_json({
-        **target.oci_config_platform(),
+        **platform,
         # A fixed creation time: skopeo shows "Created: null" without one, and a clock would break
         # reproducibility.
         "created": "1970-01-01T00:00:00Z",
-        "config": {"Labels": dict(annotations)},
-        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in layers]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"ocicache: {layer.kind} layer",
-                     "comment": layer.key} for layer in layers],
+        "config": container,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
     })
     config_desc = Descriptor(media_type=oci.CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
-    layer_descs = tuple(layer.descriptor() for layer in layers)
+    layer_descs = (*base_layers, *(layer.descriptor() for layer in layers))
     manifest = canonical_json({
         "schemaVersion": 2,
         "mediaType": oci.MANIFEST_MEDIA_TYPE,

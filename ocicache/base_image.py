@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from . import oci
 from .dest import ImageSource
 from .errors import OcicacheError
 from .inspect import read_manifest
@@ -83,7 +84,9 @@ def probe_base_image(source: ImageSource, tag: str, where: str, platform: str | 
                       platforms=platforms, env=env, user=cfg.get("User") or None)
     files: dict[str, bytes | str | None] = {}  # path → content (bytes), link target (str), or None (present)
     for layer in manifest.get("layers", []):
-        _scan_layer(source, Descriptor.from_json(layer), where, files)
+        desc = Descriptor.from_json(layer)
+        if oci.A_LAYER_KEY not in desc.annotations:  # a stacked image's cache layers hold no system files
+            _scan_layer(source, desc, where, files)
     _derive(facts, files)
     return facts
 

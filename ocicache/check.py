@@ -42,7 +42,8 @@ class CheckResult:
 
 def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
                 python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
-                options: RegistryOptions | None = None, build_problems: list[str] | None = None) -> CheckResult:
+                options: RegistryOptions | None = None, build_problems: list[str] | None = None,
+                build_cache_dir: str | None = None) -> CheckResult:
     """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
     Dockerfile does wrong with the cache (consumer.py), reported with the rest."""
     lock = read_lock(lock_path)
@@ -58,6 +59,10 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
         _, manifest, _ = read_manifest(source, tag, str(ref), target.oci_platform)
     annotations = manifest.get("annotations", {})
     problems = list(build_problems or [])
+    stacked_root = annotations.get(oci.A_STACK_ROOT)
+    if stacked_root and build_cache_dir and build_cache_dir.rstrip("/") != "/" + stacked_root:
+        problems.append(f"the image holds its cache at /{stacked_root}, the build's uv reads {build_cache_dir}: "
+                        f"set ENV UV_CACHE_DIR=/{stacked_root}, or push with --dockerfile for that build")
     if uv_version is not None:
         wanted = family_for_uv(uv_version)
         served = families_of(annotations.get(oci.A_CACHE_FORMAT, ""))

@@ -108,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a shared repository where every pushed layer stays findable by its reuse key; "
                             "looked up before populating and updated after pushing")
     _registry_arguments(push)
+    stk = push.add_argument_group("stacking (a build FROM the image, nothing copied)")
+    stk.add_argument("--base", metavar="IMAGE",
+                     help="write the base image's layers followed by the cache's, rooted at /root/.cache/uv (or "
+                          "the --dockerfile build's cache directory): build FROM the result and run "
+                          "`uv sync --frozen --offline --link-mode symlink`; see docs/dockerfile-patterns.md")
     push.add_argument("--uv", type=Path, metavar="PATH",
                       help=f"the uv that fills the cache (default: the pinned uv {PINNED_UV_VERSION}); any "
                            f"release from {supported_range()}")
@@ -261,6 +266,9 @@ def _push(args: argparse.Namespace) -> int:
         python_platforms = python_platforms or tuple(c.python_platform for c in consumers if c.python_platform)
         uv_versions = uv_versions or tuple(c.uv_version for c in consumers[:1] if c.uv_version)
         cache_dir = consumers[0].cache_dir
+        if args.base and consumers[0].user.split(":", 1)[0] not in ("root", "0"):
+            raise UsageError(f"--base: the build runs as {consumers[0].user}, and a stacked cache is owned by root "
+                             "(uv must write to its cache); run the uv step as root, or drop --base")
         if not args.destination.startswith("oci:"):
             for problem in consumers[0].problems(args.destination):
                 print(f"ocicache: warning: {problem}", file=sys.stderr)
@@ -269,7 +277,7 @@ def _push(args: argparse.Namespace) -> int:
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
-                       consumer_cache_dir=cache_dir)
+                       consumer_cache_dir=cache_dir, base=args.base)
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     result = push(opts, Progress(enabled=enabled))
     if args.json:
@@ -324,7 +332,8 @@ def _check(args: argparse.Namespace) -> int:
         python=args.python or (consumer.python if consumer else None),
         python_platform=args.python_platform or (consumer.python_platform if consumer else None),
         uv_version=args.uv_version or (consumer.uv_version if consumer else None),
-        build_problems=consumer.problems(args.reference) if consumer else [])
+        build_problems=consumer.problems(args.reference) if consumer else [],
+        build_cache_dir=consumer.cache_dir if consumer else None)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:

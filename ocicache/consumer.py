@@ -42,6 +42,8 @@ class Consumer:
     cache_uses: tuple[CacheUse, ...]
     offline: bool
     notes: tuple[str, ...] = field(default_factory=tuple)
+    link_mode: str | None = None
+    copied_from: tuple[int, ...] = ()
 
     def describe(self) -> str:
         target = ", ".join(x for x in (self.platform, f"CPython {self.python}" if self.python else None,
@@ -50,17 +52,28 @@ class Consumer:
         return (f"{self.dockerfile}:{self.step_line}: {target or 'target from flags'}; {uv}; "
                 f"runs as {self.user}, reads its cache from {self.cache_dir}")
 
+    def stacked_on(self, image: str) -> bool:
+        """The uv step's stage starts FROM `image` (a stacked cache image: push --base)."""
+        return _normal(self.base_image) == _normal(image)
+
     def problems(self, image: str) -> list[str]:
         """What keeps this build from using `image` (the checked cache image), beyond the packages."""
         where = f"{self.dockerfile}"
         wanted = _normal(image)
+        out = []
+        if self.link_mode == "symlink" and self.copied_from:
+            out.append(f"{where}:{self.copied_from[0]}: the uv step (line {self.step_line}) links the venv's packages "
+                       f"into the cache (--link-mode symlink), and this COPY --from takes files out of that stage "
+                       "without the cache: the copied venv has dangling links; use --link-mode copy there, or "
+                       "run from the stage that holds the cache")
+        if self.stacked_on(image):
+            return out  # the cache is the stage's own filesystem: nothing to mount
         uses = [u for u in self.cache_uses if u.source and (_normal(u.image) == wanted or u.unresolved)]
         if not uses:
             given = ", ".join(f"line {u.line} {u.how} from {u.source or '(none)'} at {u.target}"
                               for u in self.cache_uses) or "none"
-            return [f"{where}:{self.step_line}: the uv step never mounts or copies {image} (cache sources: "
-                    f"{given}); uv will not see the cache"]
-        out = []
+            return [*out, f"{where}:{self.step_line}: the uv step never mounts or copies {image} (cache sources: "
+                          f"{given}); uv will not see the cache"]
         for use in uses:
             if posixpath.normpath(use.target) != posixpath.normpath(self.cache_dir):
                 out.append(f"{where}:{use.line}: the {use.how} puts the cache at {use.target}, but the uv step "
@@ -100,7 +113,8 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
     return Consumer(dockerfile=df.path, step_line=step.line, base_image=step.base_image, platform=platform,
                     python=python, python_platform=python_platform, uv_version=uv_version, user=user,
                     cache_dir=cache_dir, cache_uses=step.cache_uses, offline="--offline" in step.command
-                    or step.env.get("UV_OFFLINE", "") in ("1", "true"), notes=tuple(notes))
+                    or step.env.get("UV_OFFLINE", "") in ("1", "true"), notes=tuple(notes),
+                    link_mode=step.link_mode, copied_from=step.copied_from)
 
 
 def _read_base(step: UvStep, where: str, options: RegistryOptions, platform: str | None) -> BaseFacts:

@@ -88,6 +88,8 @@ class UvStep:
     env: dict[str, str]  # ENV of the stage chain, plus the step's inline assignments
     cache_dir_flag: str | None  # --cache-dir of the step
     cache_uses: tuple[CacheUse, ...]
+    link_mode: str | None = None  # --link-mode / UV_LINK_MODE of the step
+    copied_from: tuple[int, ...] = ()  # lines of later `COPY --from=<this stage>`: what leaves the stage
 
 
 _UV_INSTALL_RE = re.compile(r"(?:^|[\s;&|(`])(?:[\w./-]*/)?uv\s+(?:-\S+\s+)*(sync|pip\s+install)\b")
@@ -405,10 +407,15 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
         m = _PIP_UV_RE.search(_expand(run.args, env_at_run))
         if m:
             uv_version, uv_line = m.group(1), run.line
+    names = {str(stage.index), *(s.name for s in df.stages if s is stage and s.name)}
+    copied_from = tuple(ins.line for later in df.stages[stage.index + 1:] for ins in later.instructions
+                        if ins.keyword == "COPY" and _copy_parts(ins.args)[0].get("from", "").lower() in names)
     return UvStep(stage=stage, line=run.line, command=head.strip(), base_image=root.base, base_line=root.line,
                   base_platform=root.platform, uv_version=uv_version, uv_line=uv_line,
                   python_request=python_request, python_line=python_line, user=user, env=env,
-                  cache_dir_flag=cache_dir_flag, cache_uses=tuple(uses))
+                  cache_dir_flag=cache_dir_flag, cache_uses=tuple(uses),
+                  link_mode=_flag_value(tokens, ("--link-mode",)) or env.get("UV_LINK_MODE"),
+                  copied_from=copied_from)
 
 
 def _flag_value(tokens: list[str], names: tuple[str, ...]) -> str | None:

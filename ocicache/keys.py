@@ -21,9 +21,10 @@ from .uvcache import FormatSet
 NORMALISATION_VERSION = 2
 
 
-def package_key(selected: Selected, formats: FormatSet, codec: Codec) -> str:
+def package_key(selected: Selected, formats: FormatSet, codec: Codec, root: str = "") -> str:
+    """`root`: the directory a stacked image (`--base`) puts the cache under; its layers differ."""
     pkg = selected.package
-    doc = {
+    doc: dict[str, object] = {
         "normalisation": NORMALISATION_VERSION,
         "cache-format": formats.id,
         "codec": codec.id,
@@ -33,6 +34,8 @@ def package_key(selected: Selected, formats: FormatSet, codec: Codec) -> str:
         "artifacts": sorted(a.hash or a.filename for a in (*pkg.wheels, *([pkg.sdist] if pkg.sdist else []))),
         "chosen": {"kind": selected.kind, "artifact": selected.artifact, "hash": selected.hash},
     }
+    if root:
+        doc["root"] = root
     return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
 
 

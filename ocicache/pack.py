@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .compress import Codec, Compressor
 from .oci import Digest
-from .tree import Entry, with_parents
+from .tree import Entry, ancestors, rooted, with_parents
 
 _FLUSH_AT = 1 << 20  # batch tarfile's many small writes before compressing
 _COPY_BUFSIZE = 1 << 20
@@ -86,14 +86,18 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
     return info
 
 
-def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase) -> None:
-    """Write the deterministic tar of `entries` (parents added, sorted) to `fileobj`.
+def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase, root: str = "") -> None:
+    """Write the deterministic tar of `entries` (parents added, sorted) to `fileobj`, under `root`
+    if given (the directories above `root` are left out: they belong to the base image).
 
     PAX format for long paths; integer mtimes mean no PAX time records.
     """
+    above = ancestors(root)
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT,
                       copybufsize=_COPY_BUFSIZE) as tf:
-        for entry in with_parents(entries):
+        for entry in with_parents(rooted(entries, root)):
+            if entry.path in above:
+                continue
             info = _tarinfo(entry)
             if entry.kind != "file":
                 tf.addfile(info)
@@ -105,11 +109,12 @@ def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase) -> None:
                     tf.addfile(info, f)
 
 
-def pack_layer(entries: Iterable[Entry], out_path: Path, codec: Codec) -> PackedLayer:
-    """Tar and compress `entries` into `out_path`; return digests and sizes. Reads each file once."""
+def pack_layer(entries: Iterable[Entry], out_path: Path, codec: Codec, root: str = "") -> PackedLayer:
+    """Tar and compress `entries` (under `root`) into `out_path`; return digests and sizes. Reads each
+    file once."""
     with open(out_path, "wb") as out:
         sink = _HashingSink(out, codec.compressor())  # type: ignore[arg-type]
-        write_tar(entries, sink)
+        write_tar(entries, sink, root)
         sink.finish()
     return PackedLayer(
         path=out_path,

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import oci
 from .assemble import LayerDescription, assemble_image
 from .dest import BlobOrigin, put_one
 from .dest.registry import Registry, RegistryError
@@ -64,15 +65,16 @@ class Pool:
                 known.add_manifest(manifest, self.registry)
         return hits
 
-    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], target: Target) -> int:
-        """Make every layer discoverable by its keys; return the number of tags written."""
+    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], target: Target, root: str = "") -> int:
+        """Make every layer discoverable by its keys; return the number of tags written. `root`: the
+        directory stacked layers (--base) hold the cache under, recorded for re-bundling."""
         items = list(layers)
 
         def one(item: tuple[LayerDescription, BlobOrigin]) -> int:
             layer, origin = item
             desc = layer.descriptor()
             put_one(self.registry, desc, origin)  # blob first: the tag never points at missing data
-            image = assemble_image([layer], target, {})
+            image = assemble_image([layer], target, {oci.A_STACK_ROOT: root} if root else {})
             if not self.registry.has_blob(image.config_descriptor.digest):
                 self.registry.put_blob(image.config_descriptor, lambda: io.BytesIO(image.config))
             manifest, manifest_desc = image.manifest, image.manifest_descriptor

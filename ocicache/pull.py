@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import oci
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError
@@ -42,18 +43,24 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
             layers = [Descriptor.from_json(raw) for raw in manifest["layers"]]
             if len(diff_ids) != len(layers):
                 raise OcicacheError(f"{ref}: config and manifest disagree on the number of layers")
+            # A stacked image (push --base): only the cache's layers, out of the directory they sit under.
+            root = str((manifest.get("annotations") or {}).get(oci.A_STACK_ROOT, ""))
             downloaded = 0
+            pulled = 0
             for layer, diff_id in zip(layers, diff_ids, strict=True):
+                if root and oci.A_LAYER_KEY not in layer.annotations:
+                    continue  # the base image's
                 layer = Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size,
-                                   annotations={**layer.annotations, "dev.ocicache.layer.diff-id": diff_id})
+                                   annotations={**layer.annotations, oci.A_LAYER_DIFF_ID: diff_id})
                 with open_layer(lambda d=layer.digest: source.open_blob(d), layer, where=str(ref)) as tf:
-                    extract_members(tf, staging, f"{ref} layer {layer.digest}")
+                    extract_members(tf, staging, f"{ref} layer {layer.digest}", strip=root)
                 downloaded += layer.size
+                pulled += 1
         files = _merge(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"reference": str(ref), "manifest_digest": str(desc.digest), "directory": str(directory),
-            "layers": len(layers), "files": files, "bytes": downloaded}
+            "layers": pulled, "files": files, "bytes": downloaded}
 
 
 def _merge(staging: Path, directory: Path) -> int:

@@ -28,12 +28,13 @@ from .lock import Lock, read_lock
 from .normalise import base_tree, normalise_cache
 from .oci import Descriptor, Digest
 from .pack import pack_layer
-from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, LayerGroup, plan_layers
+from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP, LayerGroup, plan_layers
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
 from .refs import LayoutRef, RegistryRef, parse_ref
 from .reuse import KnownLayers, KnownPackage, extract_known_packages, read_image_manifests
 from .selection import Selected, select_packages
+from .stack import BaseImage, read_base_image, stack_root
 from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
@@ -66,6 +67,7 @@ class PushOptions:
     pool: str | None = None
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     consumer_cache_dir: str | None = None  # where the Dockerfile's uv reads its cache (--dockerfile)
+    base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,7 +218,10 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         builder = _Builder(uv, formats, pylock_text, scratch, progress)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
-        built = [_build_for_target(t, lock, opts, uv, codec, builder, known, pool, state, progress) for t in targets]
+        root = stack_root(opts.consumer_cache_dir) if opts.base else ""
+        built = [_build_for_target(t, lock, opts, uv, codec, builder, known, pool, state, progress,
+                                   _read_base(opts.base, t, endpoints, progress) if opts.base else None, root)
+                 for t in targets]
 
         progress.step(f"writing {ref}")
         images = [b.image for b in built]
@@ -228,7 +233,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
             written_to = dest.source()
             pool_tags = sum(pool.publish([(layer, BlobOrigin(source=written_to)) for layer in b.layers
                                           if layer.digest not in b.reused_from_pool],
-                                         b.target) for b in built)
+                                         b.target, root) for b in built)
     progress.close()
     rows = [{"platform": b.target.oci_platform, "digest": str(layer.digest), "size": layer.size, "kind": layer.kind,
              "key": layer.key, "packages": [p["name"] for p in layer.packages],
@@ -259,13 +264,22 @@ class _SharedState:
 
 
 def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool, codec: Codec, builder: _Builder,
-                      known: KnownLayers, pool: Pool | None, state: _SharedState, progress: Progress) -> _Built:
+                      known: KnownLayers, pool: Pool | None, state: _SharedState, progress: Progress,
+                      base: BaseImage | None, root: str) -> _Built:
+    """One target's image. With `base` (--base), its layers first and the cache's under `root`."""
     formats = builder.formats
+    space = f"{formats.id}@{root}" if root else formats.id  # layer keys: stacked layers never mix with others
     progress.step(f"target {target.describe()}; for uv {formats.releases}")
     selection = select_packages(builder.pylock_text, lock, target)
     for note in selection.skipped:
         progress.step(f"left out {note}")
-    keyed = [(s, package_key(s, formats, codec)) for s in selection.selected]
+    keyed = [(s, package_key(s, formats, codec, root)) for s in selection.selected]
+    max_layers = opts.max_layers
+    if base is not None:
+        max_layers = min(max_layers, MAX_LAYERS_CAP - len(base.layers))
+        if max_layers < 2:
+            raise UsageError(f"--base {base.reference} has {len(base.layers)} layers: no room for the cache's "
+                             f"under the {MAX_LAYERS_CAP}-layer limit")
     if pool is not None:
         hits = pool.lookup([k for _, k in keyed if k not in state.trees], known)
         progress.step(f"pool {pool}: {hits} of {len(keyed)} packages known")
@@ -277,10 +291,10 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     for tree in builder.populate([(s, k) for s, k in keyed if k not in trees], target):
         assert tree.package is not None
         trees[tree.package.key] = tree
-    groups = _plan(trees, keyed, opts, base_tree(formats))
+    groups = _plan(trees, keyed, opts, base_tree(formats), max_layers)
 
     def reusable(group: LayerGroup) -> bool:
-        key = _layer_key(group, formats.id)
+        key = _layer_key(group, space)
         return key in state.packed or known.layer(key) is not None
 
     # ...unless their bundle must be rebuilt: then they are taken out of the layer that holds them.
@@ -290,15 +304,17 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         for tree in builder.extract([known.packages[k] for k in missing]):
             assert tree.package is not None
             trees[tree.package.key] = tree
-        groups = _plan(trees, keyed, opts, base_tree(formats))
+        groups = _plan(trees, keyed, opts, base_tree(formats), max_layers)
     state.trees |= {k: t for k, t in trees.items() if not t.is_placeholder}
 
     todo = [g for g in groups if not reusable(g)]
     progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused")
-    _pack_groups(todo, codec, formats.id, builder.scratch / "blobs", opts.jobs, state, progress)
+    _pack_groups(todo, codec, space, root, builder.scratch / "blobs", opts.jobs, state, progress)
     layers, blobs, new, from_pool = [], [], set(), set()
+    if base is not None:
+        blobs += [(layer, BlobOrigin(source=base.source)) for layer in base.layers]
     for group in groups:
-        key = _layer_key(group, formats.id)
+        key = _layer_key(group, space)
         if key in state.packed:
             layer, path = state.packed[key]
             origin = BlobOrigin(path=path)
@@ -312,10 +328,21 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                 from_pool.add(layer.digest)
         layers.append(layer)
         blobs.append((layer.descriptor(), origin))
-    image = assemble_image(layers, target, _image_annotations(uv, formats, target, codec, selection.skipped,
-                                                                 opts.consumer_cache_dir))
+    annotations = _image_annotations(uv, formats, target, codec, selection.skipped, opts.consumer_cache_dir)
+    if base is not None:
+        annotations |= {oci.A_STACK_ROOT: root, oci.A_STACK_BASE: base.reference}
+    image = assemble_image(layers, target, annotations, base)
     return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
                   reused_from_pool=from_pool, skipped=selection.skipped)
+
+
+def _read_base(value: str, target: Target, endpoints: Endpoints, progress: Progress) -> BaseImage:
+    from .base_image import docker_reference
+
+    progress.step(f"reading the base image {value} for {target.oci_platform}")
+    reference = value if value.startswith("oci:") else docker_reference(value)
+    source, tag, ref = endpoints.source(reference)
+    return read_base_image(source, tag, str(ref), target)
 
 
 def _known_layers(dest: _Destination, cache_from: tuple[str, ...], endpoints: Endpoints,
@@ -338,13 +365,13 @@ def _known_layers(dest: _Destination, cache_from: tuple[str, ...], endpoints: En
 
 
 def _plan(trees_by_key: dict[str, PackageTree], keyed: list[tuple[Selected, str]],
-          opts: PushOptions, base: PackageTree) -> list[LayerGroup]:
+          opts: PushOptions, base: PackageTree, max_layers: int) -> list[LayerGroup]:
     trees = [trees_by_key[key] for _, key in keyed]
-    return plan_layers(base, trees, max_layers=opts.max_layers, buckets=opts.buckets,
+    return plan_layers(base, trees, max_layers=max_layers, buckets=opts.buckets,
                        solo_threshold=opts.solo_threshold)
 
 
-def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: Path, jobs: int,
+def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str, blob_dir: Path, jobs: int,
                  state: _SharedState, progress: Progress) -> None:
     """Pack `groups` into `blob_dir`, `jobs` at a time, biggest first; record each in `state.packed`.
 
@@ -360,7 +387,7 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, blob_dir: 
         return
     total = sum(t.size for g in groups for t in g.trees)
     with _packers(min(jobs, len(work)) if total >= _PARALLEL_PACK_BYTES else 1) as executor:
-        futures = {executor.submit(pack_layer, entries, path, codec): (key, group, path)
+        futures = {executor.submit(pack_layer, entries, path, codec, root): (key, group, path)
                    for key, group, entries, path in work}
         for done, future in enumerate(as_completed(futures), 1):
             key, group, path = futures[future]

@@ -31,6 +31,7 @@ __all__ = ["KnownLayer", "KnownLayers", "KnownPackage", "extract_known_packages"
 class KnownLayer:
     descriptor: Descriptor
     origin: ImageSource  # where its blob can be mounted or copied from
+    root: str = ""  # in a stacked image (--base), the directory its cache entries sit under
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class KnownLayers:
     def add_manifest(self, manifest: dict[str, Any], origin: ImageSource) -> int:
         """Index the ocicache layers of `manifest` (first source wins); return how many were new."""
         added = 0
+        annotations = manifest.get("annotations") if isinstance(manifest, dict) else None
+        root = str(annotations.get(oci.A_STACK_ROOT, "")) if isinstance(annotations, dict) else ""
         for raw in manifest.get("layers", []) if isinstance(manifest, dict) else []:
             try:
                 desc = Descriptor.from_json(raw)
@@ -62,7 +65,7 @@ class KnownLayers:
                 continue  # not ours, or from before diff-ids were annotated
             if key not in self.layers:
                 added += 1
-                self.layers[key] = KnownLayer(desc, origin)
+                self.layers[key] = KnownLayer(desc, origin, root)
             known = self.layers[key]
             for pkg in _packages(desc):
                 if pkg["key"] not in self.packages:
@@ -123,7 +126,7 @@ def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list
 
         with open_layer(lambda layer=layer: layer.origin.open_blob(layer.descriptor.digest), layer.descriptor,
                         where=f"known layer {digest}") as tf:
-            extract_members(tf, out, f"known layer {digest}", wanted)
+            extract_members(tf, out, f"known layer {digest}", wanted, strip=layer.root)
         for pkg in packages:
             entries: list[Entry] = []
             for path in pkg.paths:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +113,20 @@ def walk_tree(src: Path, dest: str) -> Iterator[Entry]:
                 yield Entry(path=f"{base}/{name}", kind="file", source=full, size=st.st_size,
                             executable=bool(st.st_mode & 0o111))
             # anything else (fifos, devices) never belongs in a uv archive: left out
+
+
+def rooted(entries: Iterable[Entry], root: str) -> list[Entry]:
+    """`entries` moved under `root` (a stacked image's cache directory, e.g. `root/.cache/uv`)."""
+    if not root:
+        return list(entries)
+    return [replace(e, path=f"{root}/{e.path}") for e in entries]
+
+
+def ancestors(root: str) -> frozenset[str]:
+    """The directories above `root`: a stacked layer leaves them to the base image (whose /root
+    keeps its own mode and owner)."""
+    parts = root.split("/") if root else []
+    return frozenset("/".join(parts[:i]) for i in range(1, len(parts)))
 
 
 def with_parents(entries: Iterable[Entry]) -> list[Entry]:

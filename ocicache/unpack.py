@@ -123,12 +123,19 @@ def _check_inside(root: Path, path: Path, name: str, where: str) -> None:
 
 
 def extract_members(tf: tarfile.TarFile, dest: Path, where: str,
-                    wanted: Callable[[str], bool] = lambda _n: True) -> list[str]:
-    """Extract the members `wanted` selects into `dest`; return their paths. Refuses anything unsafe."""
+                    wanted: Callable[[str], bool] = lambda _n: True, strip: str = "") -> list[str]:
+    """Extract the members `wanted` selects into `dest`; return their paths. Refuses anything unsafe.
+
+    `strip`: only members under this directory, re-rooted at `dest` (a stacked image's cache).
+    """
     written = []
     root = dest.resolve()
     for member in tf:
         name = _check_name(member.name, where)
+        if strip:
+            if name == strip or not name.startswith(strip + "/"):
+                continue
+            name = name[len(strip) + 1:]
         if name == "." or not wanted(name):
             continue
         target = root / name

@@ -398,6 +398,30 @@ def test_worker_processes_pack_the_same_bytes_as_in_process(tmp_path, monkeypatc
         state = push._SharedState()
         blob_dir = tmp_path / label
         blob_dir.mkdir()
-        push._pack_groups(groups, get_codec("gzip"), "uv-0.13.9", blob_dir, 2, state, Progress(enabled=False))
+        push._pack_groups(groups, get_codec("gzip"), "wheels-v8", "", blob_dir, 2, state, Progress(enabled=False))
         results[label] = {k: (d.digest, d.diff_id, d.size) for k, (d, _path) in state.packed.items()}
     assert results["in-process"] == results["workers"] and len(results["workers"]) == 3
+
+
+def test_a_stacked_layer_is_rooted_and_leaves_the_directories_above_to_the_base(tmp_path):
+    """`--base`: the cache under root/.cache/uv, without entries for /root and /root/.cache (the base
+    image's /root keeps its own mode); extraction with `strip` gives the cache-relative tree back."""
+    from ocicache.unpack import extract_members
+
+    entries = [Entry(path="archive-v0/x/mod.py", kind="file", data=b"x = 1\n", size=6),
+               Entry(path="wheels-v8/pypi/x/1.0-py3-none-any", kind="symlink", link="../../../archive-v0/x")]
+    plain = pack_layer(entries, tmp_path / "plain", get_codec("gzip"))
+    stacked = pack_layer(entries, tmp_path / "stacked", get_codec("gzip"), root="root/.cache/uv")
+    assert stacked.digest == pack_layer(entries, tmp_path / "again", get_codec("gzip"), root="root/.cache/uv").digest
+    assert stacked.diff_id != plain.diff_id
+    with tarfile.open(tmp_path / "stacked") as tf:
+        names = tf.getnames()
+    assert "root" not in names and "root/.cache" not in names
+    assert names[0] == "root/.cache/uv" and "root/.cache/uv/archive-v0/x/mod.py" in names
+    out = tmp_path / "out"
+    out.mkdir()
+    with tarfile.open(tmp_path / "stacked") as tf:
+        extract_members(tf, out, "test", strip="root/.cache/uv")
+    assert (out / "archive-v0/x/mod.py").read_bytes() == b"x = 1\n"
+    assert (out / "wheels-v8/pypi/x/1.0-py3-none-any/mod.py").read_bytes() == b"x = 1\n"
+    assert not (out / "root").exists()

@@ -1,0 +1,143 @@
+"""Issue 8: `push --base IMAGE`, a cache stacked on a base image: `FROM <stacked>` and nothing copied.
+
+Proven with real builders: buildah (--network none) and dockerd's BuildKit build FROM the stacked
+image with `uv sync --frozen --offline --link-mode symlink`; the per-package layers keep their digests
+whatever the base, so two services' images share them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ocicache as run_ocicache
+from tests.conftest import offline_sync, require_tool
+from tests.support.builders import Buildah, DockerBuilder
+
+IMPORTS = "import heavy, small_b, sdist_only, gitpkg"
+
+
+def _manifest(ref: str) -> dict:
+    skopeo = require_tool("skopeo")
+    out = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def stacked(build_setup, registries) -> dict[str, str]:
+    host = registries["plain"].host
+    ref = f"{host}/stack/service:1"
+    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--json").json()
+    return {"ref": ref, "digest": pushed["manifest_digest"], "host": host}
+
+
+def _context(tmp_path: Path, setup: dict, body: str) -> Path:
+    context = tmp_path / "context"
+    context.mkdir(parents=True)
+    lock: Path = setup["lock"]  # type: ignore[assignment]
+    shutil.copy(lock, context / "uv.lock")
+    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
+    (context / "Dockerfile").write_text(body)
+    return context
+
+
+def _stacked_dockerfile(ref: str) -> str:
+    return (f"FROM {ref}\n"
+            "WORKDIR /app\n"
+            "COPY pyproject.toml uv.lock /app/\n"
+            "RUN uv sync --frozen --offline --no-install-project --link-mode symlink\n"
+            f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('imports ok')\" && "
+            "test -L /app/.venv/lib/python3.11/site-packages/heavy/data.bin\n")
+
+
+def test_stacked_image_is_the_base_then_the_cache(stacked, build_setup, registries):
+    manifest = _manifest(stacked["ref"])
+    base = _manifest(str(build_setup["base"]))
+    assert [layer["digest"] for layer in manifest["layers"][: len(base["layers"])]] == \
+        [layer["digest"] for layer in base["layers"]]
+    ours = manifest["layers"][len(base["layers"]):]
+    assert ours and all("dev.ocicache.layer.key" in layer["annotations"] for layer in ours)
+    assert manifest["annotations"]["dev.ocicache.stack.root"] == "root/.cache/uv"
+    assert manifest["annotations"]["dev.ocicache.stack.base"].endswith("@" + base_digest(build_setup["base"]))
+    info = run_ocicache("inspect", stacked["ref"], "--json").json()
+    assert info["target"]["python_platform"] == "x86_64-manylinux_2_36"
+    # the same push again reuses every layer and gives the same manifest
+    again = run_ocicache("push", build_setup["lock"], stacked["ref"], "--base", build_setup["base"], "--json").json()
+    assert again["manifest_digest"] == stacked["digest"] and again["layers_built"] == 0
+
+
+def base_digest(ref: str) -> str:
+    skopeo = require_tool("skopeo")
+    out = subprocess.run([skopeo, "inspect", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)["Digest"]
+
+
+def test_package_layers_keep_their_digests_whatever_the_base(stacked, build_setup, registries):
+    """Another base (a one-layer uv image): the cache layers are the same blobs."""
+    other = f"{stacked['host']}/stack/other:1"
+    run_ocicache("push", build_setup["lock"], other, "--base", build_setup["uv_image"])
+    first = [layer["digest"] for layer in _manifest(stacked["ref"])["layers"] if "annotations" in layer]
+    second = [layer["digest"] for layer in _manifest(other)["layers"] if "annotations" in layer]
+    assert first == second and len(first) >= 3
+    # and they differ from the plain cache image's (rooted at /, not /root/.cache/uv): keys never mix
+    plain = [layer["digest"] for layer in _manifest(str(build_setup["cache"]))["layers"]]
+    assert not set(first) & set(plain)
+
+
+def test_pull_of_a_stacked_image_takes_only_the_cache(stacked, build_setup, tmp_path):
+    pulled = run_ocicache("pull", stacked["ref"], tmp_path / "cache", "--json").json()
+    assert pulled["layers"] == len([layer for layer in _manifest(stacked["ref"])["layers"] if "annotations" in layer])
+    assert (tmp_path / "cache" / "archive-v0").is_dir() and not (tmp_path / "cache" / "usr").exists()
+    result = offline_sync(build_setup["lock"], tmp_path / "cache", tmp_path / "consumer")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_buildah_builds_from_the_stacked_image_offline_with_symlinks(stacked, build_setup, tmp_path):
+    require_tool("buildah")
+    context = _context(tmp_path, build_setup, _stacked_dockerfile(stacked["ref"]))
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/stacked")
+    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    check = run_ocicache("check", stacked["ref"], build_setup["lock"], "--dockerfile", context / "Dockerfile",
+                         "--json").json()
+    assert check["ok"], check
+
+
+def test_docker_buildkit_builds_from_the_stacked_image(stacked, build_setup, dockerd, tmp_path):
+    context = _context(tmp_path, build_setup, _stacked_dockerfile(stacked["ref"]))
+    result = DockerBuilder(dockerd, buildkit=True).build(context, "stacked")
+    assert result.returncode == 0 and "imports ok" in result.stderr, result.stderr[-3000:]
+
+
+def test_check_catches_a_symlinked_venv_copied_out_of_its_stage(stacked, build_setup, tmp_path):
+    body = (f"FROM {stacked['ref']} AS build\n"
+            "WORKDIR /app\n"
+            "COPY pyproject.toml uv.lock /app/\n"
+            "RUN uv sync --frozen --offline --no-install-project --link-mode symlink\n"
+            f"FROM {build_setup['base']}\n"
+            "COPY --from=build /app/.venv /app/.venv\n")
+    context = _context(tmp_path, build_setup, body)
+    run = run_ocicache("check", stacked["ref"], build_setup["lock"], "--dockerfile", context / "Dockerfile", "--json",
+                       check=False)
+    assert run.returncode == 1
+    (problem,) = run.json()["problems"]
+    assert "Dockerfile:6:" in problem and "dangling links" in problem
+    # and that is what happens: the copied venv's files are links to a cache the stage does not have
+    # (`import heavy` would even succeed, as a namespace package: the damage shows later)
+    require_tool("buildah")
+    data = "/app/.venv/lib/python3.11/site-packages/heavy/data.bin"
+    (context / "Dockerfile").write_text(body + f"RUN test -L {data} && test ! -e {data} && echo dangling\n")
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/dangling")
+    assert result.returncode == 0 and "dangling" in result.stdout, result.stdout[-3000:]
+
+
+def test_base_for_another_platform_is_refused(build_setup, tmp_path):
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--base", build_setup["base"],
+                       "--platform", "linux/arm64", check=False)
+    assert run.returncode == 2 and "is linux/amd64; the cache targets linux/arm64" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
