@@ -155,6 +155,16 @@ def make_project(index: PackageIndex, lock_cache: Path) -> ProjectFactory:
     return ProjectFactory(index, lock_cache)
 
 
+def build_context(directory: Path, lock: Path, dockerfile: str) -> Path:
+    """A Docker build context: the project's pyproject.toml and uv.lock, and `dockerfile`."""
+    context = directory / "context"
+    context.mkdir(parents=True)
+    shutil.copy(lock, context / "uv.lock")
+    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
+    (context / "Dockerfile").write_text(dockerfile)
+    return context
+
+
 def unpack_layout(layout: Path, tag: str, dest: Path) -> Path:
     """Unpack with umoci (an independent OCI implementation); return the rootfs: the uv cache."""
     umoci = require_tool("umoci")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import build_context, require_tool
 from tests.support.builders import Buildah, DockerBuilder, Dockerd
 
 IMPORTS = "import heavy, small_a, small_b, sdist_only, gitpkg"
@@ -44,13 +44,7 @@ def dockerfile(pattern: str, base: str, cache: str) -> str:
 
 
 def _context(tmp_path: Path, setup: dict, pattern: str) -> Path:
-    context = tmp_path / "context"
-    context.mkdir(parents=True)
-    lock: Path = setup["lock"]  # type: ignore[assignment]
-    shutil.copy(lock, context / "uv.lock")
-    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
-    (context / "Dockerfile").write_text(dockerfile(pattern, str(setup["base"]), str(setup["cache"])))
-    return context
+    return build_context(tmp_path, setup["lock"], dockerfile(pattern, str(setup["base"]), str(setup["cache"])))
 
 
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))

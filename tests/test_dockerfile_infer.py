@@ -7,14 +7,13 @@ very Dockerfile builds offline from what `push --dockerfile` wrote.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from ocicache.dockerfile import find_uv_step, parse_dockerfile
 from ocicache.errors import DockerfileError
-from tests.conftest import ocicache, require_tool
+from tests.conftest import build_context, ocicache, require_tool
 from tests.support.baseimage import build_musl_image, build_uv_image
 from tests.support.builders import Buildah
 from tests.support.uvreleases import uv_release
@@ -84,12 +83,7 @@ def images(build_setup, registries, tmp_path_factory) -> dict[str, str]:
 
 
 def _service(tmp_path: Path, setup: dict, images: dict, *, user: str = "", mount_at: str = "/root/.cache/uv") -> Path:
-    context = tmp_path / "context"
-    context.mkdir(parents=True)
-    lock: Path = setup["lock"]  # type: ignore[assignment]
-    shutil.copy(lock, context / "uv.lock")
-    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
-    (context / "Dockerfile").write_text(
+    return build_context(tmp_path, setup["lock"],
         "ARG UV_CACHE_IMAGE\n"
         "FROM ${UV_CACHE_IMAGE} AS uvcache\n"
         f"FROM {images['uv']} AS uv\n"
@@ -101,7 +95,6 @@ def _service(tmp_path: Path, setup: dict, images: dict, *, user: str = "", mount
         + f"RUN --mount=type=bind,from=uvcache,target={mount_at},rw \\\n"
         "    UV_LINK_MODE=copy uv sync --frozen --offline --no-install-project\n"
         "RUN /app/.venv/bin/python -c \"import heavy, small_b, sdist_only, gitpkg; print('imports ok')\"\n")
-    return context
 
 
 def test_push_with_dockerfile_needs_no_target_flag_and_that_build_runs_offline(build_setup, images, tmp_path):

@@ -8,14 +8,13 @@ whatever the base, so two services' images share them.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import build_context, offline_sync, require_tool
 from tests.conftest import ocicache as run_ocicache
-from tests.conftest import offline_sync, require_tool
 from tests.support.builders import Buildah, DockerBuilder
 
 IMPORTS = "import heavy, small_b, sdist_only, gitpkg"
@@ -37,13 +36,7 @@ def stacked(build_setup, registries) -> dict[str, str]:
 
 
 def _context(tmp_path: Path, setup: dict, body: str) -> Path:
-    context = tmp_path / "context"
-    context.mkdir(parents=True)
-    lock: Path = setup["lock"]  # type: ignore[assignment]
-    shutil.copy(lock, context / "uv.lock")
-    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
-    (context / "Dockerfile").write_text(body)
-    return context
+    return build_context(tmp_path, setup["lock"], body)
 
 
 def _stacked_dockerfile(ref: str) -> str:

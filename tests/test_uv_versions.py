@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ocicache.uvcache import FAMILIES
-from tests.conftest import hermetic_env, ocicache, require_tool, unpack_layout
+from tests.conftest import build_context, hermetic_env, ocicache, require_tool, unpack_layout
 from tests.support.baseimage import build_uv_image
 from tests.support.builders import Buildah, DockerBuilder
 from tests.support.uvreleases import RELEASES, uv_release
@@ -127,12 +127,7 @@ def uv_images(build_setup, registries, tmp_path_factory) -> dict[str, str]:
 
 
 def _context(tmp_path: Path, setup: dict, uv_image: str) -> Path:
-    context = tmp_path / "context"
-    context.mkdir(parents=True)
-    lock: Path = setup["lock"]  # type: ignore[assignment]
-    shutil.copy(lock, context / "uv.lock")
-    shutil.copy(lock.parent / "pyproject.toml", context / "pyproject.toml")
-    (context / "Dockerfile").write_text(
+    return build_context(tmp_path, setup["lock"],
         f"FROM {setup['cache']} AS uvcache\n"
         f"FROM {uv_image} AS uv\n"
         f"FROM {setup['base']}\n"
@@ -143,7 +138,6 @@ def _context(tmp_path: Path, setup: dict, uv_image: str) -> Path:
         "    uv --version && UV_LINK_MODE=copy uv sync --frozen --offline --no-install-project "
         "--python /usr/bin/python3.11\n"
         "RUN /app/.venv/bin/python -c \"import heavy, small_b, sdist_only, gitpkg; print('imports ok')\"\n")
-    return context
 
 
 @pytest.mark.parametrize("version", RELEASES)
