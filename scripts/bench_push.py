@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib import mirror, relock, serve  # noqa: E402
 
 PROJECTS = {
     "example": (REPO / "examples" / "demo" / "pyproject.toml").read_text(),
@@ -67,60 +69,6 @@ def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None =
     return elapsed, usage.ru_maxrss
 
 
-def mirror(project: str, workdir: Path, uv: Path) -> None:
-    """Lock `project` upstream and download the artifacts the target needs (run as a subprocess)."""
-    import httpx
-
-    from ocicache.lock import read_lock
-    from ocicache.populate import Narrowing, export_pylock, find_uv
-    from ocicache.selection import select_packages
-    from ocicache.target import make_target
-    from tests.support.pkgindex import PackageIndex
-
-    upstream = workdir / f"{project}-upstream"
-    upstream.mkdir(parents=True, exist_ok=True)
-    (upstream / "pyproject.toml").write_text(PROJECTS[project])
-    subprocess.run([str(uv), "lock", "--quiet"], cwd=upstream, check=True)
-    lock = read_lock(upstream / "uv.lock")
-    tool = find_uv(uv)
-    target = make_target(platform=None, python=None, python_platform=None, requires_python=lock.requires_python)
-    pylock = export_pylock(tool, lock.path, Narrowing(), workdir / "export-cache")
-    selection = select_packages(pylock, lock, target)
-    index = PackageIndex(workdir / f"{project}-mirror")
-    with httpx.Client(follow_redirects=True, timeout=120) as client:
-        for sel in selection.selected:
-            path = index.root / "files" / sel.artifact
-            if path.exists():
-                continue
-            artifacts = [*sel.package.wheels, *([sel.package.sdist] if sel.package.sdist else [])]
-            url = next(a.url for a in artifacts if a.filename == sel.artifact and a.url)
-            with client.stream("GET", url) as resp, open(path, "wb") as out:
-                resp.raise_for_status()
-                for chunk in resp.iter_bytes(1 << 20):
-                    out.write(chunk)
-
-
-def serve(root: Path) -> None:
-    """Serve a mirror on 127.0.0.1 until stdin closes (run as a subprocess); print its URL."""
-    from tests.support.pkgindex import PackageIndex
-
-    index = PackageIndex(root)
-    print(index.serve(), flush=True)
-    sys.stdin.read()
-    index.close()
-
-
-def relock(project: str, workdir: Path, uv: Path, url: str) -> Path:
-    local = workdir / f"{project}-local"
-    local.mkdir(exist_ok=True)
-    (local / "pyproject.toml").write_text(
-        PROJECTS[project] + f'\n[[tool.uv.index]]\nname = "mirror"\nurl = "{url}"\ndefault = true\n')
-    (local / "uv.lock").unlink(missing_ok=True)
-    subprocess.run([str(uv), "lock", "--quiet"], cwd=local, check=True,
-                   env={**os.environ, "UV_CACHE_DIR": str(workdir / "lock-cache")})
-    return local / "uv.lock"
-
-
 def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
     """Measure one project. This process stays small (stdlib only): children's ru_maxrss starts
     from the launcher's size at fork, so heavy work (downloads, serving) runs in subprocesses."""
@@ -129,7 +77,7 @@ def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(workdir / f"{project}-mirror")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
-    lock = relock(project, workdir, uv, server.stdout.readline().strip())
+    lock = relock(PROJECTS[project], workdir / f"{project}-local", uv, server.stdout.readline().strip())
     env = {**os.environ, "UV_LINK_MODE": "copy"}
     results: dict[str, list[tuple[float, int, int]]] = {"uv cold": [], "push cold": [], "push again": []}
     for i in range(repeat):
@@ -177,7 +125,8 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mirror:
-        return mirror(args.mirror, args.workdir, REPO / ".venv" / "bin" / "uv")
+        return mirror(PROJECTS[args.mirror], args.workdir / f"{args.mirror}-upstream",
+                      args.workdir / f"{args.mirror}-mirror", REPO / ".venv" / "bin" / "uv")
     if args.serve:
         return serve(args.serve)
     rows = [bench(p, args.workdir, args.repeat) for p in (args.project or ["example", "datasci"])]

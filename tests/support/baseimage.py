@@ -98,7 +98,9 @@ def _write_image(layout: Path, entries: list[Entry], tag: str, container_config:
     packed = pack_layer(entries, work / "layer", get_codec("gzip"))
     config = canonical_json({"architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
                              "config": container_config,
-                             "rootfs": {"type": "layers", "diff_ids": [str(packed.diff_id)]}})
+                             "rootfs": {"type": "layers", "diff_ids": [str(packed.diff_id)]},
+                             # builders match history to layers (buildah --layers refuses an image without)
+                             "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "tests/support"}]})
     layer_desc = Descriptor(media_type=packed.media_type, digest=packed.digest, size=packed.size)
     config_desc = Descriptor(media_type=CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
     manifest = canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,

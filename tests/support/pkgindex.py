@@ -186,7 +186,8 @@ class PackageIndex:
                 out.append(path.name)
         return out
 
-    def serve(self) -> str:
+    def serve(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1 (`port` 0: any free one); return the index URL."""
         index = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -236,7 +237,7 @@ class PackageIndex:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
         return self.url

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Benchmark: Docker builds with ocicache's cache images against uv's Docker guide, real builders.
+
+Everything is local and measured in one run: the projects are locked at run time, their artifacts
+mirrored to a package index on 127.0.0.1, a real registry (Debian's docker-registry) holds the base
+image (this machine's Debian CPython 3.11, tests/support/baseimage.py) and the cache images.
+
+Variants (each a Dockerfile installing the project with `uv sync --frozen --no-install-project`):
+  guide     uv's Docker guide: `RUN --mount=type=cache,target=/root/.cache/uv uv sync`, from the index
+  bind      `RUN --mount=type=bind,from=<cache image>,target=/root/.cache/uv,rw uv sync --offline`
+  stacked   `FROM <push --base image>` then `uv sync --offline --link-mode symlink`
+Scenarios:
+  a  fresh runner (empty builder store), the worker service
+  c  warm runner: the store kept from a build of the previous lock, one dependency bumped
+  d  fresh runner, the monorepo's second service (most of its layers shared with the first's)
+Builders: buildah (overlay storage, runc) and dockerd (BuildKit), a fresh store per run; the order
+of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
+
+Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--builder buildah]
+       [--variant guide --variant stacked] [--workdir DIR] [--rate-mbps 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO))
+
+from benchlib import mirror, relock  # noqa: E402
+
+_HEAD = '[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+_TAIL = '\n[tool.uv]\npackage = false\n'
+PROJECTS = {
+    # The "worker" service of the issue: numpy, pandas, scipy, pyarrow, celery, redis.
+    "worker": _HEAD.format(name="worker") + 'dependencies = ["numpy", "pandas", "scipy", "pyarrow", "celery", '
+                                            '"redis==5.0.8"]\n' + _TAIL,
+    # The same service a week later: one dependency bumped.
+    "worker-bumped": _HEAD.format(name="worker") + 'dependencies = ["numpy", "pandas", "scipy", "pyarrow", '
+                                                   '"celery", "redis==5.2.1"]\n' + _TAIL,
+    # The monorepo's second service: shares numpy, pandas and their dependencies with the worker.
+    "api": _HEAD.format(name="api") + 'dependencies = ["numpy", "pandas", "fastapi", "uvicorn", "httpx", '
+                                      '"sqlalchemy"]\n' + _TAIL,
+}
+SCENARIOS = {"a": ("worker", None), "c": ("worker-bumped", "worker"), "d": ("api", None)}
+VARIANTS = ("guide", "bind", "stacked")
+
+
+def dockerfile(variant: str, images: dict[str, str], project: str) -> str:
+    install = "uv sync --frozen --no-install-project"
+    if variant == "guide":
+        return (f"FROM {images['base']}\nWORKDIR /app\nENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
+                f"RUN --mount=type=cache,target=/root/.cache/uv {install}\n")
+    if variant == "bind":
+        return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {images['base']}\nWORKDIR /app\n"
+                "ENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
+                f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
+    return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            f"RUN {install} --offline --link-mode symlink\n")
+
+
+@dataclass
+class BuildahRunner:
+    """buildah with a store of its own (and its own TMPDIR: buildah keeps cache mounts there)."""
+
+    root: Path
+    driver: str = "overlay"
+    name: str = "buildah"
+
+    def build(self, context: Path, network: str) -> float:
+        env = {**os.environ, "TMPDIR": str(self.root / "tmp")}
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        cmd = ["buildah", "--root", str(self.root / "store"), "--runroot", str(self.root / "run"),
+               "--storage-driver", self.driver, "bud", "--isolation", "oci", "--runtime", "runc",
+               "--network", network, "--tls-verify=false", "--layers", "-t", "bench", "-f", "Dockerfile", "."]
+        return _timed(cmd, cwd=context, env=env)
+
+    def close(self) -> None:
+        subprocess.run(["buildah", "--root", str(self.root / "store"), "--runroot", str(self.root / "run"),
+                        "--storage-driver", self.driver, "rmi", "--all", "--force"], capture_output=True)
+        subprocess.run(["umount", "-R", str(self.root / "store" / self.driver)], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class DockerRunner:
+    """Debian's dockerd with a data-root of its own, BuildKit builds."""
+
+    name = "docker-buildkit"
+
+    def __init__(self, root: Path) -> None:
+        from tests.support.builders import Dockerd
+
+        self.root = root
+        self.daemon = Dockerd(root)
+
+    def build(self, context: Path, network: str) -> float:
+        start = time.perf_counter()
+        proc = self.daemon.docker("build", "--progress", "plain", "--network", network, "-t", "bench", ".",
+                                  cwd=context)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"docker build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return elapsed
+
+    def close(self) -> None:
+        self.daemon.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _timed(cmd: list[str], **kwargs: object) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, **kwargs)  # type: ignore[call-overload]
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def _quiesce() -> None:
+    """Start each timed build from the same state: dirty pages written back, page cache dropped (a
+    fresh runner's disk is cold; the previous build's writeback would otherwise land on the next)."""
+    os.sync()
+    with contextlib.suppress(OSError):  # not root: the sync alone
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(1)
+
+
+def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
+    if builder == "buildah":
+        return BuildahRunner(work)
+    return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")))  # dockerd's socket paths stay short
+
+
+def _context(work: Path, lock: Path, text: str) -> Path:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copy(lock, work / "uv.lock")
+    shutil.copy(lock.parent / "pyproject.toml", work / "pyproject.toml")
+    (work / "Dockerfile").write_text(text)
+    return work
+
+
+def setup(work: Path) -> tuple[dict[str, Path], dict[str, str], object, object]:
+    """Mirror, registry, base image, cache images; returns (locks, images, index server, registry)."""
+    from ocicache.populate import find_uv
+    from tests.support.baseimage import build_base_image
+    from tests.support.pkgindex import PackageIndex
+    from tests.support.registry import RegistryServer
+
+    uv = find_uv(None).path
+    index_root = work / "mirror"
+    for name, text in PROJECTS.items():
+        mirror(text, work / f"{name}-upstream", index_root, uv)
+    index = PackageIndex(index_root)
+    url = index.serve()
+    locks = {name: relock(text, work / f"{name}-local", uv, url) for name, text in PROJECTS.items()}
+    registry = RegistryServer(work / "registry", "plain")
+    registry.start()
+    host = registry.host
+    images = {"base": f"{host}/bench/python:3.11"}
+    ocicache = [sys.executable, "-m", "ocicache"]
+    subprocess.run([*ocicache, "copy", build_base_image(work / "base-layout", str(uv)), images["base"]],
+                   check=True, capture_output=True)
+    for name, lock in locks.items():
+        images[f"{name}:cache"] = f"{host}/bench/{name}-cache:1"
+        images[f"{name}:stacked"] = f"{host}/bench/{name}-stacked:1"
+        subprocess.run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool"],
+                       check=True, capture_output=True)
+        subprocess.run([*ocicache, "push", str(lock), images[f"{name}:stacked"], "--base", images["base"],
+                        "--pool", f"{host}/bench/pool"], check=True, capture_output=True)
+    return locks, images, index, registry
+
+
+def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, work: Path,
+                 locks: dict[str, Path], images: dict[str, str]) -> dict[str, list[float]]:
+    project, previous = SCENARIOS[scenario]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(repeat):
+        order = variants[i % len(variants):] + variants[: i % len(variants)]  # alternate who goes first
+        for variant in order:
+            runner = _runner(builder, work / "builder")
+            try:
+                network = "host" if variant == "guide" else "none"
+                if previous is not None:  # a warm runner: the previous lock built in this store first
+                    runner.build(_context(work / "ctx", locks[previous], dockerfile(variant, images, previous)),
+                                 network)
+                context = _context(work / "ctx", locks[project], dockerfile(variant, images, project))
+                _quiesce()
+                times[variant].append(runner.build(context, network))
+            finally:
+                runner.close()
+            print(f"  {scenario} {builder} {variant}: {times[variant][-1]:.1f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument("--builder", action="append", choices=["buildah", "docker"])
+    parser.add_argument("--variant", action="append", choices=VARIANTS)
+    parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")
+    args = parser.parse_args()
+    work = args.workdir
+    shutil.rmtree(work / "registry", ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    locks, images, index, registry = setup(work)
+    results = []
+    try:
+        for scenario in args.scenario or ["a", "c", "d"]:
+            for builder in args.builder or ["buildah", "docker"]:
+                times = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work, locks,
+                                     images)
+                results.append({"scenario": scenario, "builder": builder,
+                                "median_s": {v: statistics.median(t) for v, t in times.items()}, "runs_s": times})
+    finally:
+        index.close()  # type: ignore[attr-defined]
+        registry.close()  # type: ignore[attr-defined]
+    variants = list(args.variant or VARIANTS)
+    print("| scenario | builder | " + " | ".join(variants) + " | " +
+          " | ".join(f"{v} / guide" for v in variants if v != "guide") + " |")
+    print("|---|---|" + "---|" * (len(variants) * 2 - 1))
+    for r in results:
+        med = r["median_s"]
+        ratios = [f"{med[v] / med['guide']:.2f}x" for v in variants if v != "guide" and "guide" in med]
+        print(f"| {r['scenario']} | {r['builder']} | " + " | ".join(f"{med[v]:.1f} s" for v in variants) + " | "
+              + " | ".join(ratios) + " |")
+    print()
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
