@@ -11,6 +11,7 @@ Variants (each a Dockerfile installing the project with `uv sync --frozen --no-i
   stacked   `FROM <push --base image>` then `uv sync --offline --link-mode symlink`
 Scenarios:
   a  fresh runner (empty builder store), the worker service
+  b  fresh runner, a service whose dependencies have no wheel for the target: compiled from sdists
   c  warm runner: the store kept from a build of the previous lock, one dependency bumped
   d  fresh runner, the monorepo's second service (most of its layers shared with the first's)
 Builders: buildah (overlay storage, runc) and dockerd (BuildKit), a fresh store per run; the order
@@ -18,6 +19,7 @@ of the variants rotates from one repeat to the next. Medians and ratios to the g
 
 Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--builder buildah]
        [--variant guide --variant stacked] [--workdir DIR] [--rate-mbps 25]
+With --rate-mbps, the index and the registry share one bandwidth limit (a CI runner's network).
 """
 
 from __future__ import annotations
@@ -53,18 +55,27 @@ PROJECTS = {
     # The monorepo's second service: shares numpy, pandas and their dependencies with the worker.
     "api": _HEAD.format(name="api") + 'dependencies = ["numpy", "pandas", "fastapi", "uvicorn", "httpx", '
                                       '"sqlalchemy"]\n' + _TAIL,
+    # Dependencies with no wheel for CPython 3.11 on Linux, compiled from their sdists (C extensions):
+    # a release from before the Python minor (psutil, netifaces) and a stack that ships sdists only
+    # for that release (mercurial 6.5, whose build dominates).
+    "native": _HEAD.format(name="native") + 'dependencies = ["mercurial==6.5", "psutil==5.9.0", '
+                                            '"netifaces==0.11.0", "requests"]\n' + _TAIL,
 }
-SCENARIOS = {"a": ("worker", None), "c": ("worker-bumped", "worker"), "d": ("api", None)}
+# Mirrored only: what building those sdists needs from the index (uv's build isolation).
+BUILD_DEPS = _HEAD.format(name="build-deps") + 'dependencies = ["setuptools", "wheel"]\n' + _TAIL
+BASES = {"native": "base-cc"}  # the sdist service's base image carries a C compiler
+SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None)}
 VARIANTS = ("guide", "bind", "stacked")
 
 
 def dockerfile(variant: str, images: dict[str, str], project: str) -> str:
     install = "uv sync --frozen --no-install-project"
+    base = images[BASES.get(project, "base")]
     if variant == "guide":
-        return (f"FROM {images['base']}\nWORKDIR /app\nENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
+        return (f"FROM {base}\nWORKDIR /app\nENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
                 f"RUN --mount=type=cache,target=/root/.cache/uv {install}\n")
     if variant == "bind":
-        return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {images['base']}\nWORKDIR /app\n"
+        return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {base}\nWORKDIR /app\n"
                 "ENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
                 f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
     return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
@@ -152,35 +163,53 @@ def _context(work: Path, lock: Path, text: str) -> Path:
     return work
 
 
-def setup(work: Path) -> tuple[dict[str, Path], dict[str, str], object, object]:
-    """Mirror, registry, base image, cache images; returns (locks, images, index server, registry)."""
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def setup(work: Path, rate_mbps: float | None) -> tuple[dict[str, Path], dict[str, str], list[object]]:
+    """Mirror, registry, base image, cache images; returns (locks, images, servers to close).
+
+    With `rate_mbps`, the index and the registry are reached through proxies sharing that bandwidth
+    (both variants' builds then compete for one network, as on a CI runner); pushes go direct.
+    """
     from ocicache.populate import find_uv
-    from tests.support.baseimage import build_base_image
+    from tests.support.baseimage import TOOLCHAIN, build_base_image
     from tests.support.pkgindex import PackageIndex
     from tests.support.registry import RegistryServer
+    from tests.support.tcpproxy import SharedLimit, ThrottledProxy
 
     uv = find_uv(None).path
     index_root = work / "mirror"
-    for name, text in PROJECTS.items():
+    for name, text in [*PROJECTS.items(), ("build-deps", BUILD_DEPS)]:
         mirror(text, work / f"{name}-upstream", index_root, uv)
     index = PackageIndex(index_root)
     url = index.serve()
-    locks = {name: relock(text, work / f"{name}-local", uv, url) for name, text in PROJECTS.items()}
     registry = RegistryServer(work / "registry", "plain")
     registry.start()
-    host = registry.host
-    images = {"base": f"{host}/bench/python:3.11"}
+    servers: list[object] = [index, registry]
+    pull_host = host = registry.host
+    if rate_mbps:
+        limit = SharedLimit(int(rate_mbps * 1_000_000))
+        index_proxy = ThrottledProxy(int(url.split(":")[2].split("/")[0]), shared=limit)
+        registry_proxy = ThrottledProxy(registry.port, shared=limit)
+        servers += [index_proxy, registry_proxy]
+        url = f"http://127.0.0.1:{index_proxy.port}/simple"
+        pull_host = f"127.0.0.1:{registry_proxy.port}"
+    locks = {name: relock(text, work / f"{name}-local", uv, url) for name, text in PROJECTS.items()}
+    images = {"base": f"{host}/bench/python:3.11", "base-cc": f"{host}/bench/python-cc:3.11"}
     ocicache = [sys.executable, "-m", "ocicache"]
-    subprocess.run([*ocicache, "copy", build_base_image(work / "base-layout", str(uv)), images["base"]],
-                   check=True, capture_output=True)
+    _run([*ocicache, "copy", build_base_image(work / "base-layout", str(uv)), images["base"]])
+    _run([*ocicache, "copy", build_base_image(work / "base-cc-layout", str(uv), packages=TOOLCHAIN), images["base-cc"]])
     for name, lock in locks.items():
         images[f"{name}:cache"] = f"{host}/bench/{name}-cache:1"
         images[f"{name}:stacked"] = f"{host}/bench/{name}-stacked:1"
-        subprocess.run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool"],
-                       check=True, capture_output=True)
-        subprocess.run([*ocicache, "push", str(lock), images[f"{name}:stacked"], "--base", images["base"],
-                        "--pool", f"{host}/bench/pool"], check=True, capture_output=True)
-    return locks, images, index, registry
+        _run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool"])
+        _run([*ocicache, "push", str(lock), images[f"{name}:stacked"], "--base", images[BASES.get(name, "base")],
+              "--pool", f"{host}/bench/pool"])
+    return locks, {k: v.replace(host, pull_host, 1) for k, v in images.items()}, servers
 
 
 def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, work: Path,
@@ -212,22 +241,24 @@ def main() -> None:
     parser.add_argument("--builder", action="append", choices=["buildah", "docker"])
     parser.add_argument("--variant", action="append", choices=VARIANTS)
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")
+    parser.add_argument("--rate-mbps", type=float, metavar="MB/S",
+                        help="the index and the registry share this bandwidth (a CI network), e.g. 25")
     args = parser.parse_args()
     work = args.workdir
     shutil.rmtree(work / "registry", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    locks, images, index, registry = setup(work)
+    locks, images, servers = setup(work, args.rate_mbps)
     results = []
     try:
-        for scenario in args.scenario or ["a", "c", "d"]:
+        for scenario in args.scenario or ["a", "b", "c", "d"]:
             for builder in args.builder or ["buildah", "docker"]:
                 times = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work, locks,
                                      images)
                 results.append({"scenario": scenario, "builder": builder,
                                 "median_s": {v: statistics.median(t) for v, t in times.items()}, "runs_s": times})
     finally:
-        index.close()  # type: ignore[attr-defined]
-        registry.close()  # type: ignore[attr-defined]
+        for server in servers:
+            server.close()  # type: ignore[attr-defined]
     variants = list(args.variant or VARIANTS)
     print("| scenario | builder | " + " | ".join(variants) + " | " +
           " | ".join(f"{v} / guide" for v in variants if v != "guide") + " |")

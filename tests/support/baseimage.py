@@ -47,17 +47,38 @@ def _add_file(entries: dict[str, Entry], path: str) -> None:
     if os.path.islink(path):
         target = os.path.realpath(path)  # merged /usr: always under /usr here
         entries[rel] = Entry(path=rel, kind="symlink", link=target)
-        _add_file(entries, target)
+        if os.path.isfile(target):  # a link to a directory or nowhere stays a link
+            _add_file(entries, target)
     else:
         entries[rel] = file_entry(rel, Path(path))
 
 
-def build_base_image(layout: Path, uv_binary: str, tag: str = "python3.11") -> str:
-    """Write the base image to `layout` (an OCI layout) and return `oci:<layout>:<tag>`."""
+# What compiling a CPython C extension needs (`packages=` of build_base_image), as installed here.
+TOOLCHAIN = ("gcc", "gcc-12", "cpp", "cpp-12", "binutils", "binutils-x86-64-linux-gnu", "libbinutils", "libctf0",
+             "libgprofng0", "libjansson4", "libisl23", "libmpc3", "libmpfr6", "libgmp10", "libcc1-0", "libgcc-12-dev",
+             "libgomp1", "libitm1", "libatomic1", "libquadmath0", "libc6-dev", "linux-libc-dev", "libcrypt-dev",
+             "libpython3.11-dev", "python3.11-dev", "libexpat1-dev", "zlib1g-dev")
+_SKIP_SHARE = ("/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/locale/", "/usr/share/lintian/")
+
+
+def _package_files(packages: tuple[str, ...]) -> list[str]:
+    """The files and links Debian installed for `packages` (dpkg -L), documentation left out."""
+    out = subprocess.run(["dpkg", "-L", *packages], capture_output=True, text=True, check=True).stdout
+    return sorted(p for p in out.splitlines() if p.startswith("/") and not p.startswith(_SKIP_SHARE)
+                  and (os.path.islink(p) or os.path.isfile(p)))
+
+
+def build_base_image(layout: Path, uv_binary: str, tag: str = "python3.11", packages: tuple[str, ...] = ()) -> str:
+    """Write the base image to `layout` (an OCI layout) and return `oci:<layout>:<tag>`. `packages`:
+    Debian packages of this machine to add, with the libraries their programs load (e.g. TOOLCHAIN)."""
     entries: dict[str, Entry] = {}
     dynload = sorted(str(p) for p in (STDLIB / "lib-dynload").glob("*.so"))
-    for lib in sorted(_libraries([PYTHON, uv_binary, "/bin/busybox", *dynload])):
+    extra = _package_files(packages) if packages else []
+    programs = [p for p in extra if not os.path.islink(p) and os.access(p, os.X_OK)]
+    for lib in sorted(_libraries([PYTHON, uv_binary, "/bin/busybox", *dynload, *programs])):
         _add_file(entries, lib)
+    for path in extra:
+        _add_file(entries, path)
     _add_file(entries, "/lib64/ld-linux-x86-64.so.2")
     entries["usr/bin/python3.11"] = file_entry("usr/bin/python3.11", Path(PYTHON))
     entries["usr/bin/python3"] = Entry(path="usr/bin/python3", kind="symlink", link="python3.11")
