@@ -105,7 +105,7 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
     need_target = python_platform is None or python is None or platform is None
     facts = _read_base(step, where, options, platform) if need_target or step.user is None else None
     if facts is not None:
-        platform = platform or _platform(facts, step, notes)
+        platform = platform or _platform(facts, where, notes)
         python = python or _python(facts, step, df.path, notes)
         python_platform = python_platform or _python_platform(facts, platform, where)
     user = step.user or (facts.user if facts else None) or "root"
@@ -137,15 +137,15 @@ def _literal_platform(value: str | None) -> str | None:
     return value if value and re.fullmatch(r"linux/(amd64|arm64)(/v8)?", value) else None
 
 
-def _platform(facts: BaseFacts, step: UvStep, notes: list[str]) -> str:
+def _platform(facts: BaseFacts, where: str, notes: list[str]) -> str:
     others = [p for p in facts.platforms if p.removesuffix("/v8") != facts.platform.removesuffix("/v8")
               and p.startswith("linux/")]
     if others:
         notes.append(f"the base image also offers {', '.join(others)}; pass --platform once per platform for an "
                      "image index")
     if facts.platform.removesuffix("/v8") not in _ARCH:
-        raise DockerfileError(f"{step.stage.line}: the base image is {facts.platform}; ocicache builds for "
-                              "linux/amd64 and linux/arm64")
+        raise DockerfileError(f"{where}: the base image is {facts.platform}; ocicache builds for linux/amd64 and "
+                              "linux/arm64")
     return facts.platform
 
 
