@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -222,6 +223,11 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         built = [_build_for_target(t, lock, opts, uv, codec, builder, known, pool, state, progress,
                                    _read_base(opts.base, t, endpoints, progress) if opts.base else None, root)
                  for t in targets]
+        # Every layer is packed: the scratch uv cache goes before the write, so the one filesystem
+        # sync that makes the blobs durable does not also write back hundreds of MB about to be deleted.
+        for leftover in scratch.iterdir():
+            if leftover.name != "blobs":
+                shutil.rmtree(leftover, ignore_errors=True)
 
         progress.step(f"writing {ref}")
         images = [b.image for b in built]

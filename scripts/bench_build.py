@@ -25,7 +25,6 @@ With --rate-mbps, the index and the registry share one bandwidth limit (a CI run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO))
 
-from benchlib import mirror, relock  # noqa: E402
+from benchlib import mirror, quiesce, relock  # noqa: E402
 
 _HEAD = '[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
 _TAIL = '\n[tool.uv]\npackage = false\n'
@@ -139,15 +138,6 @@ def _timed(cmd: list[str], **kwargs: object) -> float:
     return elapsed
 
 
-def _quiesce() -> None:
-    """Start each timed build from the same state: dirty pages written back, page cache dropped (a
-    fresh runner's disk is cold; the previous build's writeback would otherwise land on the next)."""
-    os.sync()
-    with contextlib.suppress(OSError):  # not root: the sync alone
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    time.sleep(1)
-
-
 def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
     if builder == "buildah":
         return BuildahRunner(work)
@@ -226,7 +216,7 @@ def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, 
                     runner.build(_context(work / "ctx", locks[previous], dockerfile(variant, images, previous)),
                                  network)
                 context = _context(work / "ctx", locks[project], dockerfile(variant, images, project))
-                _quiesce()
+                quiesce()
                 times[variant].append(runner.build(context, network))
             finally:
                 runner.close()

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from benchlib import mirror, relock, serve  # noqa: E402
+from benchlib import mirror, quiesce, relock, serve  # noqa: E402
 
 PROJECTS = {
     "example": (REPO / "examples" / "demo" / "pyproject.toml").read_text(),
@@ -88,12 +88,14 @@ def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
         consumer.mkdir()
         shutil.copy(lock.parent / "pyproject.toml", consumer)
         shutil.copy(lock, consumer)
+        quiesce()
         t, rss = run([str(uv), "sync", "--frozen", "--no-install-project", "--quiet"], cwd=consumer,
                      env={**env, "UV_CACHE_DIR": str(scratch / "uv-cache")})
         results["uv cold"].append((t, rss, 0))
         dest = f"oci:{scratch / 'layout'}:bench"
         for label in ("push cold", "push again"):
             rss_file = scratch / "self-rss"
+            quiesce()
             t, rss = run([sys.executable, "-c", SELF_RSS, str(rss_file), "push", str(lock), dest, "--progress",
                           "never"], env=env)
             results[label].append((t, rss, int(rss_file.read_text())))

@@ -17,7 +17,19 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-__all__ = ["mirror", "relock", "serve"]
+__all__ = ["mirror", "quiesce", "relock", "serve"]
+
+
+def quiesce() -> None:
+    """Start each timed step from the same state: dirty pages written back and the page cache dropped
+    (a fresh runner's disk is cold; the previous step's writeback would otherwise land on the next)."""
+    import contextlib
+    import time
+
+    os.sync()
+    with contextlib.suppress(OSError):  # not root: the sync alone
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    time.sleep(1)
 
 
 def mirror(pyproject: str, work: Path, index_root: Path, uv: Path, python: str | None = None) -> None:
