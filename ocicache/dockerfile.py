@@ -392,11 +392,8 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
     # The uv invocation: inline assignments before it, its own flags.
     head = command.split("&&")[0].split(";")[0].split("||")[0]
     tokens = _split(head)
-    inline: dict[str, str] = {}
     env = {k: v for k, v in env_at_run.items() if v is not None}
-    prefix = re.findall(r"(?:^|\s)(\w+)=(\S+)\s+(?=(?:\S*/)?uv\s)", _expand(run.args, env_at_run))
-    inline.update(dict(prefix))
-    env.update(inline)
+    env.update(re.findall(r"(?:^|\s)(\w+)=(\S+)\s+(?=(?:\S*/)?uv\s)", _expand(run.args, env_at_run)))
     cache_dir_flag = _flag_value(tokens, ("--cache-dir",))
     py = _flag_value(tokens, ("--python", "-p"))
     if py is not None:
@@ -407,7 +404,7 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
         m = _PIP_UV_RE.search(_expand(run.args, env_at_run))
         if m:
             uv_version, uv_line = m.group(1), run.line
-    names = {str(stage.index), *(s.name for s in df.stages if s is stage and s.name)}
+    names = {str(stage.index), *((stage.name,) if stage.name else ())}  # how a later COPY --from names it
     copied_from = tuple(ins.line for later in df.stages[stage.index + 1:] for ins in later.instructions
                         if ins.keyword == "COPY" and _copy_parts(ins.args)[0].get("from", "").lower() in names)
     return UvStep(stage=stage, line=run.line, command=head.strip(), base_image=root.base, base_line=root.line,
