@@ -425,3 +425,13 @@ def test_a_stacked_layer_is_rooted_and_leaves_the_directories_above_to_the_base(
     assert (out / "archive-v0/x/mod.py").read_bytes() == b"x = 1\n"
     assert (out / "wheels-v8/pypi/x/1.0-py3-none-any/mod.py").read_bytes() == b"x = 1\n"
     assert not (out / "root").exists()
+
+
+def test_solo_layers_come_biggest_first_so_a_small_bump_repulls_little():
+    """dockerd re-pulls every layer after a changed one: big packages go first (scenario c of
+    scripts/bench_build.py re-pulled 40 MB of scipy for a redis bump when layers were in name order)."""
+    base = base_tree(format_set(["0.13.9"]))
+    trees = [_tree("redis", 2 << 20), _tree("scipy", 90 << 20), _tree("numpy", 40 << 20), _tree("six", 10_000)]
+    groups = plan_layers(base, trees)
+    assert [g.name for g in groups[:4]] == ["_base", "scipy", "numpy", "redis"]
+    assert groups[-1].kind == "bucket" and [t.name for t in groups[-1].trees] == ["six"]
