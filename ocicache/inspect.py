@@ -64,8 +64,10 @@ def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict
     for layer in manifest.get("layers", []):
         ann = layer.get("annotations", {})
         packages = json.loads(ann.get(oci.A_LAYER_PACKAGES, "[]"))
+        stacked_base = oci.A_STACK_ROOT in annotations and oci.A_LAYER_KEY not in ann
         layers.append({"digest": layer["digest"], "size": layer["size"], "media_type": layer["mediaType"],
-                       "kind": ann.get(oci.A_LAYER_KIND, "unknown"), "key": ann.get(oci.A_LAYER_KEY),
+                       "kind": "image" if stacked_base else ann.get(oci.A_LAYER_KIND, "unknown"),
+                       "key": ann.get(oci.A_LAYER_KEY),
                        "packages": packages})
     return {
         "reference": reference,
@@ -80,6 +82,8 @@ def describe(reference: str, digest: str, manifest: dict[str, Any], config: dict
                    "python": annotations.get(oci.A_TARGET_PYTHON),
                    "python_platform": annotations.get(oci.A_TARGET_PYTHON_PLATFORM)},
         "compression": annotations.get(oci.A_COMPRESSION),
+        "stacked_on": annotations.get(oci.A_STACK_BASE),  # push --base: the base image, REF@DIGEST
+        "stack_root": annotations.get(oci.A_STACK_ROOT),
         "skipped": json.loads(annotations.get(oci.A_SKIPPED, "[]")),
         "total_size": sum(layer["size"] for layer in layers),
         "layers": layers,
@@ -106,10 +110,13 @@ def format_table(info: dict[str, Any]) -> str:
         f"{'#':>3}  {'KIND':<8} {'SIZE':>10}  {'DIGEST':<19}  PACKAGES",
     ]
     for i, layer in enumerate(info["layers"]):
-        names = ", ".join(f"{p['name']} {p['version']}" for p in layer["packages"]) or "(cache scaffold)"
+        names = ", ".join(f"{p['name']} {p['version']}" for p in layer["packages"]) or (
+            "(the base image's)" if layer["kind"] == "image" else "(cache scaffold)")
         lines.append(f"{i:>3}  {layer['kind']:<8} {format_size(layer['size']):>10}  {layer['digest'][:19]}  {names}")
     for note in info["skipped"]:
         lines.append(f"left out: {note}")
+    if info.get("stacked_on"):
+        lines.append(f"stacked on {info['stacked_on']}: the cache is at /{info.get('stack_root') or 'root/.cache/uv'}")
     if info.get("platforms"):
         lines.append(f"platforms in this index: {', '.join(info['platforms'])} (shown: {info['platform']})")
     return "\n".join(lines)

@@ -59,6 +59,10 @@ def test_stacked_image_is_the_base_then_the_cache(stacked, build_setup, registri
     assert manifest["annotations"]["dev.ocicache.stack.base"].endswith("@" + base_digest(build_setup["base"]))
     info = run_ocicache("inspect", stacked["ref"], "--json").json()
     assert info["target"]["python_platform"] == "x86_64-manylinux_2_36"
+    assert [layer["kind"] for layer in info["layers"][: len(base["layers"])]] == ["image"] * len(base["layers"])
+    assert info["stack_root"] == "root/.cache/uv" and info["stacked_on"].startswith(str(build_setup["base"]))
+    table = run_ocicache("inspect", stacked["ref"]).stdout
+    assert "(the base image's)" in table and "stacked on " in table
     # the same push again reuses every layer and gives the same manifest
     again = run_ocicache("push", build_setup["lock"], stacked["ref"], "--base", build_setup["base"], "--json").json()
     assert again["manifest_digest"] == stacked["digest"] and again["layers_built"] == 0
