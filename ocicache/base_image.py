@@ -21,7 +21,7 @@ from .inspect import read_manifest
 from .oci import Descriptor, Digest
 from .unpack import open_layer
 
-__all__ = ["BaseFacts", "docker_reference", "probe_base_image"]
+__all__ = ["BaseFacts", "probe_base_image"]
 
 Libc = Literal["glibc", "musl"]
 
@@ -53,19 +53,6 @@ class BaseFacts:
         if name in self.passwd:
             return self.passwd[name][1]
         return next((home for uid, home in self.passwd.values() if uid == name), None)
-
-
-def docker_reference(image: str) -> str:
-    """A Dockerfile's image name as a registry reference: `python:3.12` → Docker Hub's `library/python`."""
-    name = image.split("@", 1)[0]
-    first = name.split("/", 1)[0]
-    if "/" not in name or not ("." in first or ":" in first or first == "localhost"):
-        repo = name if "/" in name else f"library/{name}"
-        image = f"registry-1.docker.io/{repo}" + image[len(name):]
-    elif first == "docker.io":
-        image = "registry-1.docker.io" + image[len("docker.io"):]
-    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
-    return image if ":" in last or "@" in image else image + ":latest"
 
 
 def probe_base_image(source: ImageSource, tag: str, where: str, platform: str | None) -> BaseFacts:

@@ -50,8 +50,7 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
     tool = find_uv(None)
-    if uv_version is not None:
-        family_for_uv(uv_version)  # an unknown release is refused before any work
+    wanted = family_for_uv(uv_version) if uv_version is not None else None  # refused before any work
     with tempfile.TemporaryDirectory(prefix="ocicache-check-") as scratch:
         selection = select_packages(export_pylock(tool, lock.path, narrowing, Path(scratch) / "cache"), lock, target)
     with Endpoints(options or RegistryOptions()) as endpoints:
@@ -63,8 +62,7 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     if stacked_root and build_cache_dir and build_cache_dir.rstrip("/") != "/" + stacked_root:
         problems.append(f"the image holds its cache at /{stacked_root}, the build's uv reads {build_cache_dir}: "
                         f"set ENV UV_CACHE_DIR=/{stacked_root}, or push with --dockerfile for that build")
-    if uv_version is not None:
-        wanted = family_for_uv(uv_version)
+    if wanted is not None:
         served = families_of(annotations.get(oci.A_CACHE_FORMAT, ""))
         if wanted not in served:
             releases = ", ".join(f.releases for f in served) or "no uv release ocicache knows"

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base_image import BaseFacts, docker_reference, probe_base_image
+from .base_image import BaseFacts, probe_base_image
 from .dest.options import RegistryOptions
 from .dockerfile import CacheUse, UvStep, find_uv_step, parse_dockerfile
 from .endpoints import Endpoints
 from .errors import DockerfileError, OcicacheError
+from .refs import docker_reference
 from .target import MANYLINUX_MINORS
 from .uvcache import family_for_uv
 
@@ -40,7 +41,6 @@ class Consumer:
     user: str
     cache_dir: str
     cache_uses: tuple[CacheUse, ...]
-    offline: bool
     notes: tuple[str, ...] = field(default_factory=tuple)
     link_mode: str | None = None
     copied_from: tuple[int, ...] = ()
@@ -112,8 +112,7 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
     cache_dir = _cache_dir(step, user, facts, notes)
     return Consumer(dockerfile=df.path, step_line=step.line, base_image=step.base_image, platform=platform,
                     python=python, python_platform=python_platform, uv_version=uv_version, user=user,
-                    cache_dir=cache_dir, cache_uses=step.cache_uses, offline="--offline" in step.command
-                    or step.env.get("UV_OFFLINE", "") in ("1", "true"), notes=tuple(notes),
+                    cache_dir=cache_dir, cache_uses=step.cache_uses, notes=tuple(notes),
                     link_mode=step.link_mode, copied_from=step.copied_from)
 
 

@@ -76,7 +76,6 @@ class UvStep:
 
     stage: Stage
     line: int
-    command: str  # the uv invocation, as expanded
     base_image: str  # the external image the stage chain starts from
     base_line: int
     base_platform: str | None  # FROM --platform=…, expanded
@@ -370,8 +369,9 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
                 source = _expand(flags.get("from", ""), env)
                 if source and len(paths) >= 2:
                     image, unresolved = _image_of(df, source)
-                    if any(p.rstrip("/").endswith("/uv") for p in paths[:-1]) and uv_image_version(image):
-                        uv_version, uv_line = uv_image_version(image), ins.line
+                    copied_uv = uv_image_version(image)
+                    if copied_uv and any(p.rstrip("/").endswith("/uv") for p in paths[:-1]):
+                        uv_version, uv_line = copied_uv, ins.line
                     if any(p in ("/", "/.", ".") for p in paths[:-1]):
                         uses.append(CacheUse(ins.line, source, _expand(paths[-1], env), "COPY", image, unresolved))
             elif ins.keyword == "RUN":
@@ -407,7 +407,7 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
     names = {str(stage.index), *((stage.name,) if stage.name else ())}  # how a later COPY --from names it
     copied_from = tuple(ins.line for later in df.stages[stage.index + 1:] for ins in later.instructions
                         if ins.keyword == "COPY" and _copy_parts(ins.args)[0].get("from", "").lower() in names)
-    return UvStep(stage=stage, line=run.line, command=head.strip(), base_image=root.base, base_line=root.line,
+    return UvStep(stage=stage, line=run.line, base_image=root.base, base_line=root.line,
                   base_platform=root.platform, uv_version=uv_version, uv_line=uv_line,
                   python_request=python_request, python_line=python_line, user=user, env=env,
                   cache_dir_flag=cache_dir_flag, cache_uses=tuple(uses),

@@ -32,7 +32,7 @@ from .pack import pack_layer
 from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP, LayerGroup, plan_layers
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
-from .refs import LayoutRef, RegistryRef, parse_ref
+from .refs import LayoutRef, RegistryRef, docker_reference, parse_ref
 from .reuse import KnownLayers, KnownPackage, extract_known_packages, read_image_manifests
 from .selection import Selected, select_packages
 from .stack import BaseImage, read_base_image, stack_root
@@ -343,8 +343,6 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
 
 
 def _read_base(value: str, target: Target, endpoints: Endpoints, progress: Progress) -> BaseImage:
-    from .base_image import docker_reference
-
     progress.step(f"reading the base image {value} for {target.oci_platform}")
     reference = value if value.startswith("oci:") else docker_reference(value)
     source, tag, ref = endpoints.source(reference)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["DEFAULT_TAG", "LayoutRef", "RegistryRef", "parse_ref"]
+__all__ = ["DEFAULT_TAG", "LayoutRef", "RegistryRef", "docker_reference", "parse_ref"]
 
 DEFAULT_TAG = "latest"
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -66,3 +66,16 @@ def parse_ref(value: str) -> LayoutRef | RegistryRef:
     if not _REPO_RE.match(repo):
         raise UsageError(f"{value!r}: invalid repository name {repo!r} (lowercase letters, digits, . _ - /)")
     return RegistryRef(host, repo, tag if tag or digest else DEFAULT_TAG, digest)
+
+
+def docker_reference(image: str) -> str:
+    """A Dockerfile's image name as a registry reference: `python:3.12` → Docker Hub's `library/python`."""
+    name = image.split("@", 1)[0]
+    first = name.split("/", 1)[0]
+    if "/" not in name or not ("." in first or ":" in first or first == "localhost"):
+        repo = name if "/" in name else f"library/{name}"
+        image = f"registry-1.docker.io/{repo}" + image[len(name):]
+    elif first == "docker.io":
+        image = "registry-1.docker.io" + image[len("docker.io"):]
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return image if ":" in last or "@" in image else image + ":latest"

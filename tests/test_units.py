@@ -435,3 +435,15 @@ def test_solo_layers_come_biggest_first_so_a_small_bump_repulls_little():
     groups = plan_layers(base, trees)
     assert [g.name for g in groups[:4]] == ["_base", "scipy", "numpy", "redis"]
     assert groups[-1].kind == "bucket" and [t.name for t in groups[-1].trees] == ["six"]
+
+
+def test_dockerfile_image_names_become_registry_references():
+    from ocicache.refs import docker_reference
+
+    assert docker_reference("python:3.12-slim") == "registry-1.docker.io/library/python:3.12-slim"
+    assert docker_reference("astral-sh/uv") == "registry-1.docker.io/astral-sh/uv:latest"
+    assert docker_reference("docker.io/library/python:3.11") == "registry-1.docker.io/library/python:3.11"
+    assert docker_reference("ghcr.io/astral-sh/uv:0.13.8") == "ghcr.io/astral-sh/uv:0.13.8"
+    assert docker_reference("127.0.0.1:5000/base/python") == "127.0.0.1:5000/base/python:latest"
+    digest = "sha256:" + "a" * 64
+    assert docker_reference(f"localhost/x@{digest}") == f"localhost/x@{digest}"

@@ -37,6 +37,15 @@ class Pointer:
     def sha256(self) -> str | None:
         return next((digest for alg, digest in self.hashes if alg == "Sha256"), None)
 
+    @classmethod
+    def from_payload(cls, value: Value, kind: PointerKind, uri: str) -> Pointer:
+        """The fields of uv's `Archive` (wheel) or `Revision` payload, an array or a map."""
+        hashes = hashes_from(field(value, 1, "hashes"))
+        if kind == "wheel":
+            return cls(kind=kind, id=str_field(value, 0, "id"), hashes=hashes, uri=uri,
+                       filename=str_field(value, 2, "filename"), size=size_field(value, 4))
+        return cls(kind=kind, id=str_field(value, 0, "id"), hashes=hashes, uri=uri, size=size_field(value, 2))
+
     def canonical(self, new_id: str, size: int | None) -> Pointer:
         """This pointer as every filler uv would have written it: the derived id, and the size the
         lock records (uv 0.9-0.11 leave the size out, 0.12 and 0.13 record the index's)."""

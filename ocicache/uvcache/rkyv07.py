@@ -14,7 +14,8 @@ from __future__ import annotations
 import struct
 
 from .msgpack import MsgpackError, Value, pack, unpack
-from .pointer import Pointer, PointerError, PointerKind, hashes_from, size_field, str_field
+from .pointer import Pointer, PointerError, PointerKind
+from .rkyv import pack_string, read_string, string_area
 
 __all__ = ["CODEC"]
 
@@ -41,12 +42,7 @@ class _Rkyv07:
             value: Value = unpack(payload)
         except MsgpackError as exc:
             raise PointerError(f"pointer payload: {exc}") from None
-        uri = _read_uri(policy)
-        hashes = hashes_from(_field_at(value, 1, "hashes"))
-        if kind == "wheel":
-            return Pointer(kind=kind, id=str_field(value, 0, "id"), hashes=hashes, uri=uri,
-                           filename=str_field(value, 2, "filename"), size=size_field(value, 4))
-        return Pointer(kind=kind, id=str_field(value, 0, "id"), hashes=hashes, uri=uri, size=size_field(value, 2))
+        return Pointer.from_payload(value, kind, read_string(policy, len(policy) - _ROOT_SIZE + _URI))
 
     def write(self, pointer: Pointer) -> bytes:
         hashes: list[Value] = [[alg, digest] for alg, digest in pointer.hashes]
@@ -58,41 +54,12 @@ class _Rkyv07:
         return payload + policy + struct.pack("<Q", len(policy))
 
 
-def _field_at(value: Value, index: int, name: str) -> Value:
-    if isinstance(value, dict):
-        return value.get(name)
-    if isinstance(value, list) and index < len(value):
-        return value[index]
-    raise PointerError(f"pointer has no {name}")
-
-
-def _read_uri(policy: bytes) -> str:
-    at = len(policy) - _ROOT_SIZE + _URI
-    word, rel = struct.unpack_from("<Ii", policy, at)
-    if not word & 0x80:
-        return policy[at : at + 8].rstrip(b"\xff\x00").decode()
-    length = (word & 0x3F) | ((word >> 8) << 6)
-    start = at + rel
-    if start < 0 or start + length > len(policy):
-        raise PointerError("policy URI out of bounds")
-    return policy[start : start + length].decode()
-
-
 def synth_policy(uri: str, ts: int = 0, max_age: int = SYNTH_MAX_AGE) -> bytes:
     """A canonical rkyv 0.7 CachePolicy: GET uri → 200, `public, immutable, max-age`, no dated headers."""
-    encoded = uri.encode()
-    if len(encoded) <= 8:
-        raise PointerError("inline rkyv strings are not supported")
-    buf = bytearray(encoded)
-    while len(buf) % 4:
-        buf.append(0)
-    vary_pos = len(buf)  # an empty Vec still points inside the buffer
-    while len(buf) % 8:
-        buf.append(0)
+    buf, vary_pos = string_area(uri)
     root = len(buf)
     r = bytearray(_ROOT_SIZE)
-    n = len(encoded)
-    struct.pack_into("<Ii", r, _URI, 0x80 | (n & 0x3F) | ((n >> 6) << 8), -(root + _URI))
+    pack_string(r, _URI, len(uri.encode()), root)
     struct.pack_into("<Q", r, _REQUEST_TIME, ts)
     struct.pack_into("<H", r, _STATUS, 200)
     struct.pack_into("<BxxxxxxxQ", r, _RESPONSE_CC, 1, max_age)  # Some(max_age)

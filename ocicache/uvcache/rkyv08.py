@@ -13,7 +13,8 @@ import struct
 import zlib
 
 from .msgpack import MsgpackError, Value, pack, unpack
-from .pointer import Pointer, PointerError, PointerKind, fastid, hashes_from, size_field, str_field
+from .pointer import Pointer, PointerError, PointerKind, fastid
+from .rkyv import pack_string, read_string, string_area
 
 __all__ = ["CODEC", "build", "synth_policy"]
 
@@ -33,12 +34,7 @@ class _Rkyv08:
             raise PointerError(f"pointer payload: {exc}") from None
         if not isinstance(value, list) or not value:
             raise PointerError("pointer payload is not an array")
-        hashes = hashes_from(value[1] if len(value) > 1 else None)
-        uri = _read_uri(policy)
-        if kind == "wheel":
-            return Pointer(kind=kind, id=str_field(value, 0, "id"), hashes=hashes, uri=uri,
-                           filename=str_field(value, 2, "filename"), size=size_field(value, 4))
-        return Pointer(kind=kind, id=str_field(value, 0, "id"), hashes=hashes, uri=uri, size=size_field(value, 2))
+        return Pointer.from_payload(value, kind, read_string(policy, len(policy) - _ROOT_SIZE + 8))
 
     def write(self, pointer: Pointer) -> bytes:
         hashes: list[Value] = [{alg: digest} for alg, digest in pointer.hashes]
@@ -73,32 +69,12 @@ def build(payload: bytes, entry_id: bytes, policy: bytes) -> bytes:
     return payload + tail + struct.pack("<I", zlib.crc32(tail + length)) + length
 
 
-def _read_uri(policy: bytes) -> str:
-    at = len(policy) - _ROOT_SIZE + 8
-    if policy[at] & 0xC0 == 0x80:  # rkyv out-of-line string
-        word, rel = struct.unpack_from("<Ii", policy, at)
-        length = (word & 0x3F) | ((word >> 8) << 6)
-        if at + rel < 0 or at + rel + length > len(policy):
-            raise PointerError("policy URI out of bounds")
-        return policy[at + rel : at + rel + length].decode()
-    return policy[at : at + 8].rstrip(b"\xff").decode()
-
-
 def synth_policy(uri: str, ts: int = 0, max_age: int = SYNTH_MAX_AGE) -> bytes:
     """A canonical CachePolicy: GET uri → 200, `public, immutable, max-age`, no dated headers."""
-    encoded = uri.encode()
-    if len(encoded) <= 8:
-        raise PointerError("inline rkyv strings are not supported")
-    buf = bytearray(encoded)
-    while len(buf) % 4:
-        buf.append(0)
-    vary_pos = len(buf)
-    while len(buf) % 8:
-        buf.append(0)
+    buf, vary_pos = string_area(uri)
     root = len(buf)
     r = bytearray(_ROOT_SIZE)
-    n = len(encoded)
-    struct.pack_into("<Ii", r, 8, 0x80 | (n & 0x3F) | ((n >> 6) << 8), -(root + 8))  # request.uri
+    pack_string(r, 8, len(uri.encode()), root)  # request.uri
     struct.pack_into("<Q", r, 72, ts)  # request time
     struct.pack_into("<H", r, 80, 200)  # status
     struct.pack_into("<QQQQH", r, 88, max_age, 0, 0, 0, _CC_PUBLIC | _CC_IMMUTABLE | _CC_MAX_AGE)
