@@ -133,6 +133,11 @@ def scopes_for(request: httpx.Request) -> list[str]:
     return scopes
 
 
+def scope_key(scopes: list[str]) -> tuple[str, ...]:
+    """The one spelling of a scope set, for caching tokens (and nothing else)."""
+    return tuple(sorted(set(scopes)))
+
+
 @dataclass
 class _Token:
     value: str
@@ -167,9 +172,11 @@ class RegistryAuth(httpx.Auth):
         needed = scopes_for(request)
         if params.get("scope"):
             needed = sorted(set(needed) | set(params["scope"].split(" ")))
-        if "Authorization" in request.headers and scheme == "bearer":
-            with self._lock:  # the token we sent was refused: never reuse it
-                self._tokens.pop(tuple(needed), None)
+        sent = request.headers.get("Authorization", "")
+        if sent.startswith("Bearer ") and scheme == "bearer":
+            refused = sent.removeprefix("Bearer ")
+            with self._lock:  # the token we sent was refused: never send it again, whatever scopes it was for
+                self._tokens = {k: t for k, t in self._tokens.items() if t.value != refused}
         if _has_unreplayable_body(request):
             return  # never send a big body twice; the caller retries the whole unit
         self._authorize(request, needed, force=True)
@@ -180,7 +187,7 @@ class RegistryAuth(httpx.Auth):
             raw = f"{self.credentials.username}:{self.credentials.password}".encode()
             request.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
         elif self._scheme == "bearer" and (scopes or force):
-            request.headers["Authorization"] = "Bearer " + self._token(tuple(sorted(set(scopes))))
+            request.headers["Authorization"] = "Bearer " + self._token(scope_key(scopes))
 
     def _token(self, scopes: tuple[str, ...]) -> str:
         with self._lock:

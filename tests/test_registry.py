@@ -300,3 +300,19 @@ def test_concurrent_pushes_to_one_pool_leave_it_consistent(registries, make_proj
     # and a fresh push through the pool rebuilds nothing it holds
     again = push_to(server, locks[0], f"{server.host}/concurrent/fresh:1", "--pool", pool).json()
     assert again["packages_populated"] == 0
+
+
+def test_refused_bearer_tokens_are_replaced_on_every_kind_of_request(registries, make_project, tmp_path):
+    """Issue 9: a token the registry refuses (here: expired) is dropped and a new one fetched, for
+    blob HEADs, uploads, cross-repository mounts (source sorting before the destination) and manifests."""
+    server = registries["token"]
+    assert server.token_server is not None
+    lock = make_project(tmp_path / "p", ["heavy", "small-a"])
+    push_to(server, lock, f"{server.host}/aaa-src/app:1")
+    server.token_server.stale_first = True
+    try:
+        run = push_to(server, lock, f"{server.host}/zzz-dst/app:1", "--cache-from", f"{server.host}/aaa-src/app:1")
+    finally:
+        server.token_server.stale_first = False
+    assert run.json()["blobs_mounted"] >= 1 and run.json()["blobs_uploaded"] <= 1
+    assert server.token_server.requests["stale"] >= 3  # every scope set started with a refused token

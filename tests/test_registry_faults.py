@@ -263,3 +263,31 @@ def test_manifest_blob_unknown_during_a_concurrent_commit_is_retried_and_codes_a
         registry.put_manifest(Descriptor(media_type=MANIFEST_MEDIA_TYPE, digest=Digest.of(body), size=len(body)),
                               body, tag="v2")
     assert not info.value.temporary
+
+
+def test_a_refused_bearer_token_is_never_sent_again_whatever_order_its_scopes_have():
+    """Issue 9: tokens were cached under sorted scopes but evicted under the request's order, so a
+    mount from a repository that sorts first re-sent the refused token and failed with a 401."""
+    issued: list[str] = []
+    refused: set[str] = set()
+    sent: list[str] = []
+    challenge = {"WWW-Authenticate": 'Bearer realm="https://auth.test/token",service="r.test",error="invalid_token"'}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.test":
+            issued.append(f"t{len(issued) + 1}")
+            return httpx.Response(200, json={"token": issued[-1], "expires_in": 3600})
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        sent.append(token)
+        if not token or token in refused:
+            return httpx.Response(401, headers=challenge)
+        return httpx.Response(201 if request.method == "POST" else 200)
+
+    client = RegistryClient("r.test", RegistryOptions(username="u", password="p"),
+                            transport=httpx.MockTransport(handler), sleep=lambda _s: None)
+    mount = client.url("zzz/dst", "blobs", "uploads/") + "?mount=sha256:" + "a" * 64 + "&from=aaa/src"
+    client.request("POST", mount, what="mount", expect=(201,))
+    assert issued == ["t1"]
+    refused.add("t1")  # the registry now refuses it (expired, revoked, or rotated keys)
+    client.request("POST", mount, what="mount", expect=(201,))
+    assert issued == ["t1", "t2"] and sent[-2:] == ["t1", "t2"]

@@ -64,7 +64,11 @@ def make_htpasswd(path: Path, user: str = USER, password: str = PASSWORD) -> Non
 
 
 class TokenServer:
-    """Grants requested scopes to USER/PASSWORD (push refused on `readonly/*`), pull to anonymous."""
+    """Grants requested scopes to USER/PASSWORD (push refused on `readonly/*`), pull to anonymous.
+
+    `stale_first`: the first token for each scope set is already expired (the registry refuses it,
+    as it does a revoked token or one signed by a rotated key), the next one is valid.
+    """
 
     def __init__(self, directory: Path) -> None:
         from cryptography import x509
@@ -75,6 +79,8 @@ class TokenServer:
         cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
         self._x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
         self.requests: Counter[str] = Counter()
+        self.stale_first = False
+        self._seen_scopes: set[str] = set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,7 +106,12 @@ class TokenServer:
                     if user is None or repo.startswith("readonly/"):
                         granted = [a for a in granted if a == "pull"]
                     access.append({"type": kind, "name": repo, "actions": granted})
-                body = json.dumps({"token": server._token(user or "", access), "expires_in": 300}).encode()
+                scopes = " ".join(sorted(" ".join(query.get("scope", [])).split()))
+                stale = server.stale_first and scopes not in server._seen_scopes
+                server._seen_scopes.add(scopes)
+                server.requests["stale" if stale else "fresh"] += 1
+                token = server._token(user or "", access, expired=stale)
+                body = json.dumps({"token": token, "expires_in": 300}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -114,7 +125,7 @@ class TokenServer:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
 
-    def _token(self, subject: str, access: list[dict]) -> str:
+    def _token(self, subject: str, access: list[dict], expired: bool = False) -> str:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -122,7 +133,7 @@ class TokenServer:
         def b64(data: bytes) -> str:
             return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-        now = int(time.time())
+        now = int(time.time()) - (7200 if expired else 0)  # well past the registry's leeway
         header = {"typ": "JWT", "alg": "ES256", "x5c": self._x5c}
         claims = {"iss": "test-issuer", "sub": subject, "aud": "test-registry", "exp": now + 300,
                   "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
