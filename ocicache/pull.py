@@ -20,7 +20,7 @@ from .endpoints import Endpoints
 from .errors import OcicacheError
 from .inspect import read_manifest
 from .oci import Descriptor, Digest
-from .unpack import extract_members, open_layer
+from .unpack import check_links_inside, extract_members, open_layer
 
 __all__ = ["pull"]
 
@@ -66,6 +66,7 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
 def _merge(staging: Path, directory: Path) -> int:
     """Move staged entries into `directory`; existing directories are merged, files replaced."""
     moved = 0
+    links: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(staging):
         rel = os.path.relpath(dirpath, staging)
         target_dir = directory if rel == "." else directory / rel
@@ -77,5 +78,8 @@ def _merge(staging: Path, directory: Path) -> int:
             if dest.is_dir() and not dest.is_symlink():
                 raise OcicacheError(f"{dest}: is a directory; the image has a file there")
             os.replace(os.path.join(dirpath, name), dest)
+            if dest.is_symlink():
+                links.append(dest)
             moved += 1
+    check_links_inside(directory, links, f"{directory}")  # against what the directory already held
     return moved

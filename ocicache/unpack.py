@@ -23,7 +23,7 @@ from . import oci
 from .errors import OcicacheError
 from .oci import Descriptor
 
-__all__ = ["UnsafeLayerError", "VerificationError", "extract_members", "open_layer"]
+__all__ = ["UnsafeLayerError", "VerificationError", "check_links_inside", "extract_members", "open_layer"]
 
 _CHUNK = 1 << 20
 
@@ -36,9 +36,20 @@ class UnsafeLayerError(OcicacheError):
     pass
 
 
+class _BadBytesError(Exception):
+    """The layer's bytes do not decompress or parse: the blob is wrong, not the machine."""
+
+
+class _UnreadableSourceError(Exception):
+    """Reading the blob itself failed locally (e.g. an I/O error on the layout's disk)."""
+
+
 class _HashingReader(io.RawIOBase):
-    def __init__(self, raw: BinaryIO) -> None:
+    """Hashes what passes through; `failure` says what a read error means at this level."""
+
+    def __init__(self, raw: BinaryIO, failure: type[Exception]) -> None:
         self._raw = raw
+        self._failure = failure
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -46,7 +57,12 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
-        data = self._raw.read(len(b))
+        try:
+            data = self._raw.read(len(b))
+        except OcicacheError:
+            raise  # already clear (e.g. a registry stream that could not be resumed)
+        except (OSError, EOFError, zlib.error, ValueError, *_codec_errors()) as exc:
+            raise self._failure(exc) from exc
         n = len(data)
         b[:n] = data
         self.hash.update(data)
@@ -86,17 +102,22 @@ def open_layer(open_blob: Callable[[], BinaryIO], desc: Descriptor, where: str) 
     Raises VerificationError if the registry or the disk gave bytes that are not the blob.
     """
     with open_blob() as raw:
-        compressed = _HashingReader(raw)
+        compressed = _HashingReader(raw, _UnreadableSourceError)
         buffered = io.BufferedReader(compressed, _CHUNK)
         try:
-            plain = _HashingReader(_decompressed(buffered, desc.media_type))  # type: ignore[arg-type]
+            plain = _HashingReader(_decompressed(buffered, desc.media_type), _BadBytesError)  # type: ignore[arg-type]
             with tarfile.open(fileobj=io.BufferedReader(plain, _CHUNK), mode="r|") as tf:
                 yield tf
             plain.drain()
             compressed.drain()
-        except (OSError, EOFError, tarfile.TarError, zlib.error, ValueError, *_codec_errors()) as exc:
+        except _UnreadableSourceError as exc:
+            cause = exc.__cause__
+            detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+            raise OcicacheError(f"{where}: cannot read layer {desc.digest}: {detail}") from None
+        except (_BadBytesError, tarfile.TarError) as exc:
+            cause = exc.__cause__ or exc
             raise VerificationError(f"{where}: layer {desc.digest} has wrong bytes (it does not decompress: "
-                                    f"{exc}); the blob is corrupt or the registry returned other data") from None
+                                    f"{cause}); the blob is corrupt or the registry returned other data") from None
     if "sha256:" + compressed.hash.hexdigest() != str(desc.digest) or compressed.size != desc.size:
         raise VerificationError(f"{where}: layer {desc.digest} has wrong bytes (digest or size mismatch); "
                                 "the blob is corrupt or the registry returned other data")
@@ -128,7 +149,15 @@ def extract_members(tf: tarfile.TarFile, dest: Path, where: str,
 
     `strip`: only members under this directory, re-rooted at `dest` (a stacked image's cache).
     """
+    try:
+        return _extract(tf, dest, where, wanted, strip)
+    except OSError as exc:  # the destination, never the layer: those errors are _BadBytesError
+        raise OcicacheError(f"{where}: cannot write {exc.filename or dest}: {exc.strerror or exc}") from None
+
+
+def _extract(tf: tarfile.TarFile, dest: Path, where: str, wanted: Callable[[str], bool], strip: str) -> list[str]:
     written = []
+    links: list[Path] = []
     root = dest.resolve()
     for member in tf:
         name = _check_name(member.name, where)
@@ -158,11 +187,34 @@ def extract_members(tf: tarfile.TarFile, dest: Path, where: str,
             if posixpath.isabs(link) or resolved == ".." or resolved.startswith("../"):
                 raise UnsafeLayerError(f"{where}: refusing link {name!r} -> {link!r} (leaves the directory)")
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink() or target.exists():
+            if target.is_symlink() or target.is_file():
                 target.unlink()
+            elif target.exists():
+                raise UnsafeLayerError(f"{where}: link {name!r} would replace a directory")
             os.symlink(link, target)
+            links.append(target)
         else:
             kind = "hardlink" if member.islnk() else "special file"
             raise UnsafeLayerError(f"{where}: refusing {kind} {name!r}")
         written.append(name)
+    # The text of each link stayed inside, but links through links (a/up -> .., then a/esc -> up/..)
+    # only show where they lead once all are on disk: resolve every one against what is there.
+    check_links_inside(root, links, where)
     return written
+
+
+def resolves_inside(root: Path, path: Path) -> bool:
+    resolved = Path(os.path.realpath(path))
+    return resolved == root or root in resolved.parents
+
+
+def check_links_inside(root: Path, links: list[Path], where: str) -> None:
+    """Every link in `links` must resolve (through whatever is on disk) inside `root`; one that does
+    not is removed and refused."""
+    root = Path(os.path.realpath(root))
+    for link in links:
+        if link.is_symlink() and not resolves_inside(root, link):
+            text = os.readlink(link)
+            link.unlink()
+            raise UnsafeLayerError(f"{where}: refusing link {link.relative_to(root)!s} -> {text!r} "
+                                   "(it resolves outside the directory through another link)")

@@ -291,3 +291,16 @@ def test_a_refused_bearer_token_is_never_sent_again_whatever_order_its_scopes_ha
     refused.add("t1")  # the registry now refuses it (expired, revoked, or rotated keys)
     client.request("POST", mount, what="mount", expect=(201,))
     assert issued == ["t1", "t2"] and sent[-2:] == ["t1", "t2"]
+
+
+def test_a_403_names_the_right_that_is_missing():
+    """Issue 9: every 403 said "no push rights", a refused pull too."""
+    fake = FakeRegistry()
+    fake.fault = lambda request: httpx.Response(403, json={"errors": [{"code": "DENIED"}]}) \
+        if request.url.path != "/v2/" else None
+    registry, _ = _client(fake)
+    with pytest.raises(RegistryError, match="no pull rights") as info:
+        registry.get_manifest("v1")
+    assert "push" not in str(info.value)
+    with pytest.raises(RegistryError, match="no push rights"):
+        registry.check_push_access()

@@ -94,12 +94,13 @@ def check_response(resp: httpx.Response, *expected: int, what: str) -> httpx.Res
     status = resp.status_code
     temporary = status >= 500 or status == 429
     challenge = resp.headers.get("www-authenticate", "")
+    rights = "pull" if resp.request.method in ("GET", "HEAD") else "push"
     if status == 401 and 'error="insufficient_scope"' in challenge:
-        hint = "access denied (the credentials have no push rights to this repository)"
+        hint = f"access denied (the credentials have no {rights} rights to this repository)"
     elif status == 401:
         hint = "authentication failed (check the username and password, or docker login)"
     elif status == 403 or "DENIED" in codes:
-        hint = "access denied (no push rights to this repository?)"
+        hint = f"access denied (no {rights} rights to this repository?)"
     elif status == 404:
         hint = "not found"
     else:
