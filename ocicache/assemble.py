@@ -17,7 +17,7 @@ from .target import Target
 if TYPE_CHECKING:
     from .stack import BaseImage
 
-__all__ = ["Image", "LayerDescription", "assemble_image", "assemble_index"]
+__all__ = ["Image", "LayerDescription", "assemble_image", "assemble_index", "assemble_layer_image"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,3 +115,18 @@ def assemble_index(images: list[Image], annotations: dict[str, str]) -> tuple[De
         "annotations": dict(annotations),
     })
     return Descriptor(media_type=oci.INDEX_MEDIA_TYPE, digest=Digest.of(body), size=len(body)), body
+
+
+def assemble_layer_image(layer: LayerDescription, annotations: dict[str, str]) -> Image:
+    """A one-layer image that only carries `layer` and its annotations (the pool's): no platform, so
+    its bytes depend on the layer alone, whichever target's push writes it."""
+    config = canonical_json({"architecture": "", "os": "", "created": "1970-01-01T00:00:00Z", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]}})
+    config_desc = Descriptor(media_type=oci.CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
+    layer_desc = layer.descriptor()
+    manifest = canonical_json({"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE,
+                               "config": config_desc.to_json(), "layers": [layer_desc.to_json()],
+                               "annotations": dict(annotations)})
+    manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest), size=len(manifest))
+    return Image(config=config, config_descriptor=config_desc, manifest=manifest, manifest_descriptor=manifest_desc,
+                 layers=(layer_desc,))

@@ -7,7 +7,8 @@ and mounts what it finds.
 
 Why this is safe under many concurrent CI jobs: nothing is ever read-modify-written. Blobs are
 content-addressed; a manifest is written only after its blobs exist in the pool repository; a
-layer-key tag always gets the same bytes (same key ⇒ same layer ⇒ same manifest), and a package-key
+layer-key tag always gets the same bytes (same key ⇒ same layer ⇒ same manifest, which names no
+platform: a pure wheel's layer is published alike by every target's push), and a package-key
 tag written by two jobs points, whichever wins, at a valid layer that holds that package.
 """
 
@@ -20,11 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import oci
-from .assemble import LayerDescription, assemble_image
+from .assemble import LayerDescription, assemble_layer_image
 from .dest import BlobOrigin, put_one
 from .dest.registry import Registry, RegistryError
 from .reuse import KnownLayers
-from .target import Target
 
 __all__ = ["Pool", "pool_tag"]
 
@@ -65,7 +65,15 @@ class Pool:
                 known.add_manifest(manifest, self.registry)
         return hits
 
-    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], target: Target, root: str = "") -> int:
+    def check_push_access(self) -> None:
+        """Before any work (and before the image's own tag is written): a pool we cannot update is an
+        error the user should see first, not after the push."""
+        try:
+            self.registry.check_push_access()
+        except RegistryError as exc:
+            raise RegistryError(f"--pool {self}: {exc}", status=exc.status, codes=exc.codes) from None
+
+    def publish(self, layers: Iterable[tuple[LayerDescription, BlobOrigin]], root: str = "") -> int:
         """Make every layer discoverable by its keys; return the number of tags written. `root`: the
         directory stacked layers (--base) hold the cache under, recorded for re-bundling."""
         items = list(layers)
@@ -74,7 +82,7 @@ class Pool:
             layer, origin = item
             desc = layer.descriptor()
             put_one(self.registry, desc, origin)  # blob first: the tag never points at missing data
-            image = assemble_image([layer], target, {oci.A_STACK_ROOT: root} if root else {})
+            image = assemble_layer_image(layer, {oci.A_STACK_ROOT: root} if root else {})
             if not self.registry.has_blob(image.config_descriptor.digest):
                 self.registry.put_blob(image.config_descriptor, lambda: io.BytesIO(image.config))
             manifest, manifest_desc = image.manifest, image.manifest_descriptor

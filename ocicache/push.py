@@ -213,6 +213,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
             from .pool import Pool
 
             pool = Pool(endpoints.registry(pool_ref))
+            pool.check_push_access()
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
@@ -239,7 +240,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
             written_to = dest.source()
             pool_tags = sum(pool.publish([(layer, BlobOrigin(source=written_to)) for layer in b.layers
                                           if layer.digest not in b.reused_from_pool],
-                                         b.target, root) for b in built)
+                                         root) for b in built)
     progress.close()
     rows = [{"platform": b.target.oci_platform, "digest": str(layer.digest), "size": layer.size, "kind": layer.kind,
              "key": layer.key, "packages": [p["name"] for p in layer.packages],

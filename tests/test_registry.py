@@ -316,3 +316,32 @@ def test_refused_bearer_tokens_are_replaced_on_every_kind_of_request(registries,
         server.token_server.stale_first = False
     assert run.json()["blobs_mounted"] >= 1 and run.json()["blobs_uploaded"] <= 1
     assert server.token_server.requests["stale"] >= 3  # every scope set started with a refused token
+
+
+def test_a_pool_tag_is_the_same_whichever_target_published_it(registries, make_project, tmp_path):
+    """Issue 9: pool images carried the pushing target's platform, so a pure wheel's tags flipped
+    between the amd64 and arm64 pushes that shared its layer."""
+    server = registries["plain"]
+    lock = make_project(tmp_path / "p", ["small-a"])
+    digests = {}
+    for platform in ("linux/amd64", "linux/arm64"):
+        pool = f"{server.host}/flip/pool-{platform.split('/')[1]}"
+        pushed = push_to(server, lock, f"{server.host}/flip/app:{platform.split('/')[1]}", "--platform", platform,
+                         "--pool", pool).json()
+        keys = {row["key"] for row in pushed["layers"] if row["packages"] == ["small-a"]}
+        assert len(keys) == 1
+        tag = "k-" + keys.pop().split(":", 1)[1]
+        digests[platform] = ocicache("inspect", f"{pool}:{tag}", "--json").json()["manifest_digest"]
+    assert digests["linux/amd64"] == digests["linux/arm64"]
+
+
+def test_a_pool_without_push_rights_is_refused_before_the_image_is_tagged(registries, make_project, tmp_path):
+    """Issue 9: pool rights were checked only after the image's tag had been written."""
+    server = registries["token"]
+    lock = make_project(tmp_path / "p", ["small-a"])
+    ref = f"{server.host}/poolrights/app:1"
+    run = push_to(server, lock, ref, "--pool", f"{server.host}/readonly/pool", check=False)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "--pool" in run.stderr and "no push rights" in run.stderr
+    inspect = ocicache("inspect", ref, *server.cli_auth(), check=False, input=PASSWORD)
+    assert inspect.returncode == 1 and "no such image" in inspect.stderr
