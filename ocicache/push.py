@@ -358,14 +358,14 @@ def _known_layers(dest: _Destination, cache_from: tuple[str, ...], endpoints: En
     source = dest.source()
     if source is not None:
         for manifest in read_image_manifests(source, dest.tag):
-            known.add_manifest(manifest, source)
+            known.add_manifest(manifest, source, check_blobs=isinstance(source, Layout))
     for value in cache_from:
         src, tag, _ = endpoints.source(value)
         manifests = read_image_manifests(src, tag)
         if not manifests:
             progress.step(f"--cache-from {value}: no such image; ignored")
         for manifest in manifests:
-            known.add_manifest(manifest, src)
+            known.add_manifest(manifest, src, check_blobs=isinstance(src, Layout))
     return known
 
 

@@ -50,8 +50,11 @@ class KnownLayers:
     def layer(self, key: str) -> KnownLayer | None:
         return self.layers.get(key)
 
-    def add_manifest(self, manifest: dict[str, Any], origin: ImageSource) -> int:
-        """Index the ocicache layers of `manifest` (first source wins); return how many were new."""
+    def add_manifest(self, manifest: dict[str, Any], origin: ImageSource, *, check_blobs: bool = False) -> int:
+        """Index the ocicache layers of `manifest` (first source wins); return how many were new.
+
+        `check_blobs`: skip layers whose blob `origin` lacks. A registry refuses a manifest whose
+        blobs it lacks; a layout directory after a power loss may name a blob that is gone."""
         added = 0
         annotations = manifest.get("annotations") if isinstance(manifest, dict) else None
         root = str(annotations.get(oci.A_STACK_ROOT, "")) if isinstance(annotations, dict) else ""
@@ -63,6 +66,8 @@ class KnownLayers:
             key = desc.annotations.get(oci.A_LAYER_KEY)
             if not key or not desc.annotations.get(oci.A_LAYER_DIFF_ID, "").startswith("sha256:"):
                 continue  # not ours, or from before diff-ids were annotated
+            if check_blobs and not origin.has_blob(desc.digest):
+                continue  # rebuilt (or found elsewhere) and written again
             if key not in self.layers:
                 added += 1
                 self.layers[key] = KnownLayer(desc, origin, root)

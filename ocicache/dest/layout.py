@@ -5,8 +5,10 @@ digest, so a blob path only ever holds verified bytes. Before `index.json` is re
 rename), one `syncfs` makes every blob and every rename durable: one filesystem sync per write
 instead of one fsync per blob, and `index.json` never names a blob a power loss could take back.
 A layout that does not exist yet is built in a sibling staging directory and renamed into place at
-the end, so a failed first push leaves nothing behind. Writers of one layout are serialised with an
-flock on the directory.
+the end, so a failed first push leaves nothing behind; one killed midway leaves its staging directory,
+whose verified blobs the next writer adopts. Writers of one layout are serialised with an flock on the
+directory; two first writers at once both land (the later one's blobs and tags move into the layout
+the earlier one created).
 """
 
 from __future__ import annotations
@@ -223,30 +225,95 @@ def check_writable(path: Path) -> None:
         raise LayoutError(f"{path}: permission denied (cannot write in {probe})")
 
 
+_PARTIAL = ".ocicache-partial-"
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive flock on directory `path`, or None if another process holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _claim_partial(path: Path) -> tuple[Path, int]:
+    """A staging directory for a new layout at `path`, locked: a staging directory an interrupted
+    first push left behind (its blobs are verified, so a re-run reuses them), else a new one."""
+    parent = path.parent if str(path.parent) else Path(".")
+    for stale in sorted(parent.glob(f".{path.name}{_PARTIAL}*")):
+        fd = _try_lock(stale)
+        if fd is not None:
+            return stale, fd
+    staged = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}{_PARTIAL}"))
+    fd = _try_lock(staged)
+    assert fd is not None  # nobody else knows its name yet
+    return staged, fd
+
+
+def _drop_temporaries(layout: Path) -> None:
+    """Half-written blobs of a writer that was killed (we hold the lock: nobody is writing them)."""
+    for tmp in (layout / "blobs" / "sha256").glob(".tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _adopt(staged: Path, path: Path) -> None:
+    """Another first push created `path` while we staged ours: move our blobs and tags into it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        into = Layout.open(path)
+        for blob in (staged / "blobs" / "sha256").iterdir():
+            if not blob.name.startswith(".") and not (path / "blobs" / "sha256" / blob.name).exists():
+                os.replace(blob, path / "blobs" / "sha256" / blob.name)
+        ours = Layout(staged).read_index()["manifests"]
+        index = into.read_index()
+        tags = {m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) for m in ours}
+        index["manifests"] = [m for m in index["manifests"]
+                              if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) not in tags] + ours
+        _syncfs(path)
+        into._replace_file("index.json", canonical_json(index))
+    finally:
+        os.close(fd)
+    shutil.rmtree(staged, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def open_layout_for_write(path: Path) -> Iterator[Layout]:
-    """Yield a writable Layout; a new one appears at `path` only if the block completes."""
+    """Yield a writable Layout; a new one appears at `path` only if the block completes.
+
+    Writers exclude each other with an flock on the layout directory (on the staging directory for a
+    layout that does not exist yet; two first pushes at once both land, the second adopted into the
+    first's layout).
+    """
     check_writable(path)
     created = not path.exists() or not (path / "oci-layout").is_file()
-    target = path
     if created:
-        target = Path(tempfile.mkdtemp(dir=path.parent if str(path.parent) else ".",
-                                       prefix=f".{path.name}.ocicache-partial-"))
+        target, fd = _claim_partial(path)
+    else:
+        target = path
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         (target / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         if created:
             (target / "oci-layout").write_bytes(_OCI_LAYOUT)
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield Layout(target)
-        finally:
-            os.close(fd)
-        if created:
+        _drop_temporaries(target)
+        yield Layout(target)
+        if created:  # still locked: the lock follows the directory to its new name
             os.chmod(target, 0o755)
-            if path.exists():  # an empty directory the user made for us
-                path.rmdir()
-            os.rename(target, path)
+            try:
+                os.rename(target, path)  # replaces an empty directory the user made for us, atomically
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (path / "oci-layout").is_file():
+                    raise
+                _adopt(target, path)
             _fsync_dir(path.parent if str(path.parent) else Path("."))
     except OSError as exc:
         if created:
@@ -256,3 +323,5 @@ def open_layout_for_write(path: Path) -> Iterator[Layout]:
         if created:
             shutil.rmtree(target, ignore_errors=True)
         raise
+    finally:
+        os.close(fd)
