@@ -2,9 +2,12 @@
 
 A package key depends on what decides the layer's bytes: the set of uv cache formats, ocicache's
 normalisation recipe, the codec, the package's lock entry (name, version, source, every artifact
-hash) and the artifact chosen for the target. The target itself is left out on purpose: the chosen
-artifact already says everything the target changes, so a pure-Python wheel gets one key (and one
-layer) for every platform and Python version.
+hash) and the artifact chosen for the target. For a wheel from the index the target is left out on
+purpose: the chosen artifact already says everything the target changes, so a pure-Python wheel gets
+one key (and one layer) for every platform and Python version. A wheel built from an sdist or a git
+checkout is another matter: what the build produces depends on the interpreter and machine it was
+built for, so its key includes the target (a pure build still gives identical layer bytes, hence one
+blob, under each target's key).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from collections.abc import Iterable
 from .compress import Codec
 from .oci import canonical_json
 from .selection import Selected
+from .target import Target
 from .uvcache import FormatSet
 
 # Bump when normalise.py or pack.py change the bytes they produce for the same cache entries.
 NORMALISATION_VERSION = 2
 
 
-def package_key(selected: Selected, formats: FormatSet, codec: Codec, root: str = "") -> str:
+def package_key(selected: Selected, formats: FormatSet, codec: Codec, target: Target, root: str = "") -> str:
     """`root`: the directory a stacked image (`--base`) puts the cache under; its layers differ."""
     pkg = selected.package
     doc: dict[str, object] = {
@@ -34,6 +38,8 @@ def package_key(selected: Selected, formats: FormatSet, codec: Codec, root: str 
         "artifacts": sorted(a.hash or a.filename for a in (*pkg.wheels, *([pkg.sdist] if pkg.sdist else []))),
         "chosen": {"kind": selected.kind, "artifact": selected.artifact, "hash": selected.hash},
     }
+    if selected.kind != "wheel":  # built here: the build is for one interpreter and platform
+        doc["built-for"] = {"python": target.python_minor, "python-platform": target.python_platform}
     if root:
         doc["root"] = root
     return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()

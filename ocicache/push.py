@@ -23,7 +23,7 @@ from .dest import BlobOrigin, ImageSource, WriteReport, write_images
 from .dest.layout import Layout, check_writable, open_layout_for_write
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
-from .errors import LayoutError, UsageError
+from .errors import LayoutError, PopulateError, UsageError
 from .keys import group_key, package_key
 from .lock import Lock, read_lock
 from .normalise import base_tree, normalise_cache
@@ -105,6 +105,22 @@ def _layer_key(group: LayerGroup, cache_format: str) -> str:
     return group_key(group.kind, members, cache_format if group.kind == "base" else "")
 
 
+def _check_built_for(tree: PackageTree, target: Target) -> None:
+    """uv builds sdists and git checkouts with this machine's interpreter: a compiled result runs
+    only where this machine's would. Refuse to put it into another target's image."""
+    assert tree.package is not None
+    for entry in tree.entries:
+        if entry.kind == "file" and entry.path.endswith(".dist-info/WHEEL") and entry.source is not None:
+            tags = [line.split(":", 1)[1].strip() for line in entry.source.read_text(errors="replace").splitlines()
+                    if line.startswith("Tag:")]
+            problem = target.built_wheel_problem(tags)
+            if problem:
+                raise PopulateError(f"{tree.package.name} {tree.package.version} has no wheel for "
+                                    f"{target.describe()} and its build here {problem}: push this target from a "
+                                    "machine or container that matches it (e.g. its base image), or pin a "
+                                    "version that has a wheel for it")
+
+
 @dataclass
 class _Builder:
     """Turns packages into trees: populated by uv (one shared scratch cache, so a pure wheel is
@@ -131,7 +147,12 @@ class _Builder:
         populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir)
         self.populated += len(keyed)
         self.progress.step("normalising cache entries")
-        return normalise_cache(cache, self.uv.family, self.formats, keyed)
+        trees = normalise_cache(cache, self.uv.family, self.formats, keyed)
+        built = {k for s, k in keyed if s.kind != "wheel"}
+        for tree in trees:
+            if tree.package is not None and tree.package.key in built:
+                _check_built_for(tree, target)
+        return trees
 
     def extract(self, packages: list[KnownPackage]) -> list[PackageTree]:
         self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
@@ -280,7 +301,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     selection = select_packages(builder.pylock_text, lock, target)
     for note in selection.skipped:
         progress.step(f"left out {note}")
-    keyed = [(s, package_key(s, formats, codec, root)) for s in selection.selected]
+    keyed = [(s, package_key(s, formats, codec, target, root)) for s in selection.selected]
     max_layers = opts.max_layers
     if base is not None:
         max_layers = min(max_layers, MAX_LAYERS_CAP - len(base.layers))

@@ -14,7 +14,7 @@ from typing import Literal
 
 from packaging.markers import Environment
 from packaging.specifiers import SpecifierSet
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag, compatible_tags, cpython_tags, parse_tag
 
 from .errors import UsageError
 
@@ -89,6 +89,30 @@ class Target:
         return [*cpython_tags(version, platforms=platforms),
                 *compatible_tags(version, interpreter=f"cp{version[0]}{version[1]}", platforms=platforms)]
 
+    def built_wheel_problem(self, wheel_tags: list[str], host: BuildHost | None = None) -> str | None:
+        """Why a wheel built on `host` (by default this machine, with the interpreter ocicache runs on)
+        with `wheel_tags` would not run on this target, or None if it would.
+
+        A platform tag `any` runs anywhere its interpreter tag allows; `linux_<arch>` (what a local
+        build is tagged) runs where the build machine's would: same architecture and libc, the
+        target's glibc not older than the build's.
+        """
+        host = host or BuildHost.current()
+        supported = set(self.tags())
+        for text in wheel_tags:
+            for tag in parse_tag(text) if text else ():
+                platforms = (*self.platform_tags(), "any")
+                if tag.platform == f"linux_{host.arch}":
+                    if (host.arch, host.libc) != (self.arch, self.libc) or host.libc_level > self.libc_level:
+                        continue
+                elif tag.platform not in platforms:
+                    continue
+                if Tag(tag.interpreter, tag.abi, platforms[0] if tag.platform != "any" else "any") in supported:
+                    return None
+        built = ", ".join(wheel_tags) or "no tag"
+        return (f"gives {built} (built for CPython {host.python} {host.arch} {host.libc_name}), which the "
+                "target cannot run")
+
     def environment(self) -> Environment:
         return {
             "implementation_name": "cpython",
@@ -106,6 +130,33 @@ class Target:
 
     def describe(self) -> str:
         return f"{self.oci_platform}, CPython {self.python_minor}, {self.python_platform}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildHost:
+    """The machine and interpreter that build sdists (uv builds with the interpreter it is given)."""
+
+    arch: str
+    libc: Libc
+    libc_level: tuple[int, int]
+    python: str  # 3.Y
+
+    @property
+    def libc_name(self) -> str:
+        return f"glibc {self.libc_level[0]}.{self.libc_level[1]}" if self.libc == "manylinux" else "musl"
+
+    @classmethod
+    def current(cls) -> BuildHost:
+        import sys
+
+        name, version = _platform.libc_ver()
+        m = re.match(r"(\d+)\.(\d+)", version)
+        if name == "glibc" and m:
+            libc: Libc = "manylinux"
+            level = (int(m.group(1)), int(m.group(2)))
+        else:
+            libc, level = "musllinux", (1, 2)
+        return cls(arch=_host_arch(), libc=libc, libc_level=level, python=f"3.{sys.version_info[1]}")
 
 
 def _host_arch() -> str:

@@ -101,6 +101,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackageIndex]:
     idx.add_wheel("small-b", "2.0", deps=["small-a"])
     idx.add_wheel("small-c", "3.0")
     idx.add_sdist("sdist-only", "0.5")
+    idx.add_sdist("compiled", "1.0", compiled=True)  # a C extension: its built wheel fits one target only
     for tag in ("cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64", "cp311-cp311-manylinux_2_34_x86_64",
                 "cp311-cp311-manylinux_2_17_aarch64", "cp312-cp312-manylinux_2_17_x86_64"):
         idx.add_wheel("native", "1.0", tag=tag)

@@ -75,10 +75,19 @@ def wheel_bytes(
 
 # A PEP 517 backend in the sdist itself: stdlib only, so a build needs no index.
 _BACKEND = '''
-import base64, hashlib, os, zipfile
+import base64, hashlib, os, subprocess, sys, sysconfig, zipfile
 
-NAME, VERSION, DEPS = {name!r}, {version!r}, {deps!r}
+NAME, VERSION, DEPS, COMPILED = {name!r}, {version!r}, {deps!r}, {compiled!r}
 MODULE = NAME.replace("-", "_")
+
+
+def _compile():
+    """A C extension built by the interpreter that runs the build: its tags are that machine's."""
+    out = os.path.join(MODULE, "_speed" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(["cc", "-shared", "-fPIC", "-O0", "-I" + sysconfig.get_paths()["include"], "-o", out,
+                    "_speed.c"], check=True)
+    py = f"cp{{sys.version_info[0]}}{{sys.version_info[1]}}"
+    return f"{{py}}-{{py}}-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
 
 
 def get_requires_for_build_wheel(config_settings=None):
@@ -92,6 +101,7 @@ def _line(path, data):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     dist_info = f"{{MODULE}}-{{VERSION}}.dist-info"
+    tag = _compile() if COMPILED else "py3-none-any"
     files = {{}}
     for root, _dirs, names in os.walk(MODULE):
         for n in names:
@@ -102,11 +112,12 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     meta += [f"Requires-Dist: {{d}}" for d in DEPS]
     files[f"{{dist_info}}/METADATA"] = ("\\n".join(meta) + "\\n").encode()
     files[f"{{dist_info}}/WHEEL"] = (
-        b"Wheel-Version: 1.0\\nGenerator: intree\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+        f"Wheel-Version: 1.0\\nGenerator: intree\\nRoot-Is-Purelib: {{str(not COMPILED).lower()}}\\n"
+        f"Tag: {{tag}}\\n".encode()
     )
     record = [_line(p, d) for p, d in sorted(files.items())] + [f"{{dist_info}}/RECORD,,"]
     files[f"{{dist_info}}/RECORD"] = ("\\n".join(record) + "\\n").encode()
-    fname = f"{{MODULE}}-{{VERSION}}-py3-none-any.whl"
+    fname = f"{{MODULE}}-{{VERSION}}-{{tag}}.whl"
     with zipfile.ZipFile(os.path.join(wheel_directory, fname), "w") as zf:
         for p in sorted(files):
             info = zipfile.ZipInfo(p, (1980, 1, 1, 0, 0, 0))
@@ -116,26 +127,38 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 
-def source_tree(name: str, version: str, *, deps: Iterable[str] = ()) -> dict[str, bytes]:
-    """Files of a buildable source tree (for sdists and git repositories)."""
+_C_SOURCE = b"""#include <Python.h>
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speed", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&module); }
+"""
+
+
+def source_tree(name: str, version: str, *, deps: Iterable[str] = (), compiled: bool = False) -> dict[str, bytes]:
+    """Files of a buildable source tree (for sdists and git repositories). `compiled`: with a C
+    extension, so the built wheel is tagged for the building interpreter and machine."""
     module = _dist_info_name(name)
     deps = list(deps)
     pyproject = (
         f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = {deps!r}\n\n'
         '[build-system]\nrequires = []\nbuild-backend = "intree_backend"\nbackend-path = ["."]\n'
     )
-    return {
+    files = {
         "pyproject.toml": pyproject.encode(),
-        "intree_backend.py": _BACKEND.format(name=name, version=version, deps=deps).encode(),
+        "intree_backend.py": _BACKEND.format(name=name, version=version, deps=deps, compiled=compiled).encode(),
         f"{module}/__init__.py": f"VERSION = {version!r}\n".encode(),
     }
+    if compiled:
+        files["_speed.c"] = _C_SOURCE
+    return files
 
 
-def sdist_bytes(name: str, version: str, *, deps: Iterable[str] = ()) -> tuple[str, bytes]:
+def sdist_bytes(name: str, version: str, *, deps: Iterable[str] = (), compiled: bool = False) -> tuple[str, bytes]:
     """Return (filename, bytes) of a deterministic .tar.gz sdist with an in-tree backend."""
     module = _dist_info_name(name)
     root = f"{module}-{version}"
-    files = source_tree(name, version, deps=deps)
+    files = source_tree(name, version, deps=deps, compiled=compiled)
     files["PKG-INFO"] = _metadata(name, version, deps).encode()
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -173,8 +196,8 @@ class PackageIndex:
         self.add(filename, data)
         return filename
 
-    def add_sdist(self, name: str, version: str, *, deps: Iterable[str] = ()) -> str:
-        filename, data = sdist_bytes(name, version, deps=deps)
+    def add_sdist(self, name: str, version: str, *, deps: Iterable[str] = (), compiled: bool = False) -> str:
+        filename, data = sdist_bytes(name, version, deps=deps, compiled=compiled)
         self.add(filename, data)
         return filename
 
