@@ -8,7 +8,6 @@ database). Whiteouts of later layers are applied, as the builder's union filesys
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -16,10 +15,8 @@ from typing import Literal
 
 from . import oci
 from .dest import ImageSource
-from .errors import OcicacheError
-from .inspect import read_manifest
-from .oci import Descriptor, Digest
-from .unpack import open_layer
+from .image import SourceImage, open_image
+from .oci import Descriptor
 
 __all__ = ["BaseFacts", "probe_base_image"]
 
@@ -57,23 +54,16 @@ class BaseFacts:
 
 def probe_base_image(source: ImageSource, tag: str, where: str, platform: str | None) -> BaseFacts:
     """Facts of the image at `tag` (for an index: `platform`'s, by default this machine's or the only one)."""
-    _, manifest, platforms = read_manifest(source, tag, where, platform)
-    try:
-        config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
-    except ValueError:
-        raise OcicacheError(f"{where}: the image config is not JSON") from None
-    cfg = config.get("config") or {}
-    env = dict(item.split("=", 1) for item in cfg.get("Env") or [] if "=" in item)
-    arch = config.get("architecture", "")
-    variant = config.get("variant")
-    facts = BaseFacts(reference=where,
-                      platform=f"{config.get('os', 'linux')}/{arch}" + (f"/{variant}" if variant else ""),
-                      platforms=platforms, env=env, user=cfg.get("User") or None)
+    image = open_image(source, tag, where, platform)
+    config = image.config
+    cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
+    env = dict(str(item).split("=", 1) for item in cfg.get("Env") or [] if "=" in str(item))
+    facts = BaseFacts(reference=where, platform=image.platform, platforms=list(image.platforms), env=env,
+                      user=cfg.get("User") or None)
     files: dict[str, bytes | str | None] = {}  # path → content (bytes), link target (str), or None (present)
-    for layer in manifest.get("layers", []):
-        desc = Descriptor.from_json(layer)
+    for desc in image.layers:
         if oci.A_LAYER_KEY not in desc.annotations:  # a stacked image's cache layers hold no system files
-            _scan_layer(source, desc, where, files)
+            _scan_layer(image, desc, files)
     _derive(facts, files)
     return facts
 
@@ -87,8 +77,8 @@ def _wanted(name: str) -> str | None:
     return None
 
 
-def _scan_layer(source: ImageSource, desc: Descriptor, where: str, files: dict[str, bytes | str | None]) -> None:
-    with open_layer(lambda: source.open_blob(desc.digest), desc, where) as tf:
+def _scan_layer(image: SourceImage, desc: Descriptor, files: dict[str, bytes | str | None]) -> None:
+    with image.open_layer(desc) as tf:
         for member in tf:
             name = posixpath.normpath(member.name.lstrip("/")).removeprefix("./")
             base = posixpath.basename(name)

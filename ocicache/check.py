@@ -7,7 +7,6 @@ Nothing is downloaded but the manifest.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from . import oci
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
-from .inspect import read_manifest
+from .image import layer_packages, open_image
 from .lock import read_lock
 from .populate import Narrowing, export_pylock, find_uv
 from .selection import select_packages
@@ -55,8 +54,8 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
         selection = select_packages(export_pylock(tool, lock.path, narrowing, Path(scratch) / "cache"), lock, target)
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, ref = endpoints.source(image)
-        _, manifest, _ = read_manifest(source, tag, str(ref), target.oci_platform)
-    annotations = manifest.get("annotations", {})
+        image = open_image(source, tag, str(ref), target.oci_platform)
+    annotations = image.annotations
     problems = list(build_problems or [])
     stacked_root = annotations.get(oci.A_STACK_ROOT)
     if stacked_root and build_cache_dir and build_cache_dir.rstrip("/") != "/" + stacked_root:
@@ -74,13 +73,8 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     if image_pp != target.python_platform or image_py.rsplit(".", 1)[0] != target.python_minor:
         problems.append(f"the image targets CPython {image_py} {image_pp}, the check targets "
                         f"{target.python_full} {target.python_platform}")
-    held = set()
-    for layer in manifest.get("layers", []):
-        try:
-            packages = json.loads(layer.get("annotations", {}).get(oci.A_LAYER_PACKAGES, "[]"))
-        except ValueError:
-            continue
-        held |= {(p.get("name"), p.get("version"), p.get("hash")) for p in packages if isinstance(p, dict)}
+    held = {(p.get("name"), p.get("version"), p.get("hash")) for layer in image.layers
+            for p in layer_packages(layer)}
     missing = [f"{s.name} {s.version} ({s.artifact})" for s in selection.selected
                if (s.name, s.version, s.hash) not in held]
     return CheckResult(reference=str(ref), ok=not missing and not problems, missing=missing, problems=problems,

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from .assemble import Image
-from .dest import BlobOrigin, ImageSource, write_images
+from .dest import BlobOrigin, write_images
 from .dest.layout import open_layout_for_write
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
-from .errors import OcicacheError, UsageError
-from .inspect import read_manifest
-from .oci import Descriptor, Digest
+from .errors import UsageError
+from .image import open_images
 from .refs import LayoutRef, parse_ref
 
 __all__ = ["copy_image"]
@@ -22,17 +19,8 @@ def copy_image(source_value: str, dest_value: str, options: RegistryOptions | No
     dest_ref = parse_ref(dest_value)
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, src_ref = endpoints.source(source_value)
-        found = source.get_manifest(tag)
-        if found is None:
-            raise OcicacheError(f"{src_ref}: no such image")
-        top_desc, top_body = found
-        document = json.loads(top_body)
-        index = None
-        if isinstance(document, dict) and isinstance(document.get("manifests"), list):
-            index = (top_desc, top_body)
-            images = [_image(source, str(child["digest"]), str(src_ref)) for child in document["manifests"]]
-        else:
-            images = [_image(source, tag, str(src_ref))]
+        opened, index = open_images(source, tag, str(src_ref))
+        images = [image.written() for image in opened]
         blobs = [(layer, BlobOrigin(source=source)) for image in images for layer in image.layers]
         if isinstance(dest_ref, LayoutRef):
             with open_layout_for_write(dest_ref.path) as layout:
@@ -43,23 +31,8 @@ def copy_image(source_value: str, dest_value: str, options: RegistryOptions | No
             registry = endpoints.registry(dest_ref)
             report = write_images(registry, images, blobs, dest_ref.tag or "latest", index=index,
                                   jobs=endpoints.options.jobs)
-    desc = top_desc
-    return {"source": str(src_ref), "destination": str(dest_ref), "manifest_digest": str(desc.digest),
+    top = index[0] if index else images[0].manifest_descriptor
+    return {"source": str(src_ref), "destination": str(dest_ref), "manifest_digest": str(top.digest),
             "blobs_uploaded": report.count("uploaded"), "blobs_mounted": report.count("mounted"),
             "blobs_present": report.count("present"), "bytes_uploaded": report.bytes("uploaded"),
             "layers": sum(len(image.layers) for image in images)}
-
-
-def _image(source: ImageSource, ref: str, where: str) -> Image:
-    """An image as it is in `source`: manifest bytes untouched, so digests stay the same."""
-    desc, manifest, _ = read_manifest(source, ref, where)
-    found = source.get_manifest(str(desc.digest))
-    assert found is not None
-    body = found[1]
-    config_desc = Descriptor.from_json(manifest["config"])
-    config = source.read_blob(config_desc.digest)
-    platform = {k: v for k, v in json.loads(config).items() if k in ("os", "architecture", "variant")}
-    return Image(config=config, config_descriptor=config_desc, manifest=body,
-                 manifest_descriptor=Descriptor(media_type=desc.media_type, digest=Digest.of(body), size=len(body),
-                                                platform=platform or None),
-                 layers=tuple(Descriptor.from_json(x) for x in manifest["layers"]))

@@ -14,6 +14,9 @@ CONFIG_MEDIA_TYPE: Final = "application/vnd.oci.image.config.v1+json"
 LAYER_GZIP_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_ZSTD_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
 
+# distribution refuses bigger manifests; a reader stops there instead of holding whatever it is sent
+MAX_MANIFEST_BYTES: Final = 4 << 20
+
 REF_NAME_ANNOTATION: Final = "org.opencontainers.image.ref.name"
 # Our own annotations; docs/image-format.md describes each one.
 ANNOTATION_PREFIX: Final = "dev.ocicache."

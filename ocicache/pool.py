@@ -15,7 +15,6 @@ tag written by two jobs points, whichever wins, at a valid layer that holds that
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from . import oci
 from .assemble import LayerDescription, assemble_layer_image
 from .dest import BlobOrigin, put_one
 from .dest.registry import Registry, RegistryError
+from .image import ImageError, parse_manifest
 from .reuse import KnownLayers
 
 __all__ = ["Pool", "pool_tag"]
@@ -50,11 +50,10 @@ class Pool:
             found = self.registry.get_manifest(pool_tag(key))
             if found is None:
                 return None
-            try:
-                manifest = json.loads(found[1])
-            except ValueError:
-                return None
-            return manifest if isinstance(manifest, dict) else None
+            try:  # the manifest alone: its layer descriptor carries the diff_id and the packages
+                return parse_manifest(found[1], f"pool {self}:{pool_tag(key)}")
+            except ImageError:
+                return None  # a broken pool entry is rebuilt, not trusted
 
         with ThreadPoolExecutor(max_workers=self.jobs) as executor:
             manifests = list(executor.map(get, wanted))

@@ -7,20 +7,17 @@ already holds), so wrong bytes from a registry never reach the cache.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import oci
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError
-from .inspect import read_manifest
-from .oci import Descriptor, Digest
-from .unpack import check_links_inside, extract_members, open_layer
+from .image import open_image
+from .unpack import check_links_inside, extract_members
 
 __all__ = ["pull"]
 
@@ -37,25 +34,16 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
     try:
         with Endpoints(options or RegistryOptions()) as endpoints:
             source, tag, ref = endpoints.source(value)
-            desc, manifest, _ = read_manifest(source, tag, str(ref), platform)
-            config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
-            diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-            layers = [Descriptor.from_json(raw) for raw in manifest["layers"]]
-            if len(diff_ids) != len(layers):
-                raise OcicacheError(f"{ref}: config and manifest disagree on the number of layers")
+            image = open_image(source, tag, str(ref), platform)
             # A stacked image (push --base): only the cache's layers, out of the directory they sit under.
-            root = str((manifest.get("annotations") or {}).get(oci.A_STACK_ROOT, ""))
             downloaded = 0
-            pulled = 0
-            for layer, diff_id in zip(layers, diff_ids, strict=True):
-                if root and oci.A_LAYER_KEY not in layer.annotations:
-                    continue  # the base image's
-                layer = Descriptor(media_type=layer.media_type, digest=layer.digest, size=layer.size,
-                                   annotations={**layer.annotations, oci.A_LAYER_DIFF_ID: diff_id})
-                with open_layer(lambda d=layer.digest: source.open_blob(d), layer, where=str(ref)) as tf:
-                    extract_members(tf, staging, f"{ref} layer {layer.digest}", strip=root)
+            layers = image.cache_layers()
+            for layer in layers:
+                with image.open_layer(layer) as tf:
+                    extract_members(tf, staging, f"{ref} layer {layer.digest}", strip=image.stack_root)
                 downloaded += layer.size
-                pulled += 1
+            pulled = len(layers)
+            desc = image.descriptor
         files = _merge(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -24,6 +24,7 @@ from .dest.layout import Layout, check_writable, open_layout_for_write
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import LayoutError, PopulateError, UsageError
+from .image import ImageError, find_images
 from .keys import group_key, package_key
 from .lock import Lock, read_lock
 from .normalise import base_tree, normalise_cache
@@ -33,7 +34,7 @@ from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, M
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
 from .refs import LayoutRef, RegistryRef, docker_reference, parse_ref
-from .reuse import KnownLayers, KnownPackage, extract_known_packages, read_image_manifests
+from .reuse import KnownLayers, KnownPackage, extract_known_packages
 from .selection import Selected, select_packages
 from .stack import BaseImage, read_base_image, stack_root
 from .target import Target, make_targets
@@ -376,17 +377,22 @@ def _known_layers(dest: _Destination, cache_from: tuple[str, ...], endpoints: En
     """Layers of the destination tag's image(s) and of every --cache-from image (the pool is asked
     per target, for the keys it needs)."""
     known = KnownLayers()
-    source = dest.source()
-    if source is not None:
-        for manifest in read_image_manifests(source, dest.tag):
-            known.add_manifest(manifest, source, check_blobs=isinstance(source, Layout))
+    sources: list[tuple[str, ImageSource | None, str]] = [(str(dest.ref), dest.source(), dest.tag)]
     for value in cache_from:
         src, tag, _ = endpoints.source(value)
-        manifests = read_image_manifests(src, tag)
-        if not manifests:
-            progress.step(f"--cache-from {value}: no such image; ignored")
-        for manifest in manifests:
-            known.add_manifest(manifest, src, check_blobs=isinstance(src, Layout))
+        sources.append((f"--cache-from {value}", src, tag))
+    for where, source, tag in sources:
+        if source is None:
+            continue
+        try:
+            images = find_images(source, tag, where)
+        except ImageError as exc:  # reuse is an optimisation: a broken image is rebuilt, not trusted
+            progress.step(f"not reusing layers: {exc}")
+            continue
+        if not images and where.startswith("--cache-from"):
+            progress.step(f"{where}: no such image; ignored")
+        for image in images:
+            known.add_manifest(image.manifest, source, check_blobs=isinstance(source, Layout))
     return known
 
 

@@ -10,7 +10,6 @@ layer (instead of the package index) when its bundle must be rebuilt. Same key â
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from . import oci
 from .dest import ImageSource
 from .errors import OcicacheError
+from .image import layer_packages
 from .oci import Descriptor, Digest
 from .tree import Entry, PackageRef, PackageTree, walk_tree
 from .unpack import extract_members, open_layer
@@ -81,34 +81,9 @@ class KnownLayers:
 
 
 def _packages(desc: Descriptor) -> list[dict[str, Any]]:
-    try:
-        packages = json.loads(desc.annotations.get(oci.A_LAYER_PACKAGES, "[]"))
-    except ValueError:
-        return []
+    """The layer's package entries that have every field reuse needs, of the right type."""
     fields = {"name": str, "version": str, "artifact": str, "hash": str, "key": str, "size": int, "paths": list}
-    return [p for p in packages if isinstance(p, dict)
-            and all(isinstance(p.get(k), t) for k, t in fields.items())] if isinstance(packages, list) else []
-
-
-def read_image_manifests(source: ImageSource, tag: str) -> list[dict[str, Any]]:
-    """The image manifest(s) at `tag`: one, every child of an index, or none if there is no image."""
-    found = source.get_manifest(tag)
-    if found is None:
-        return []
-    try:
-        document = json.loads(found[1])
-    except ValueError:
-        return []
-    if not isinstance(document, dict):
-        return []
-    if "layers" in document:
-        return [document]
-    manifests = []
-    for child in document.get("manifests", []) if isinstance(document.get("manifests"), list) else []:
-        digest = child.get("digest") if isinstance(child, dict) else None
-        if isinstance(digest, str) and child.get("mediaType") == oci.MANIFEST_MEDIA_TYPE:
-            manifests += read_image_manifests(source, digest)
-    return manifests
+    return [p for p in layer_packages(desc) if all(isinstance(p.get(k), t) for k, t in fields.items())]
 
 
 def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list[PackageTree]:

@@ -9,15 +9,14 @@ bases still share it, in the registry and on every node.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from . import oci
 from .dest import ImageSource
 from .errors import OcicacheError, UsageError
-from .inspect import read_manifest
-from .oci import Descriptor, Digest
+from .image import open_image
+from .oci import Descriptor
 from .target import Target
 
 __all__ = ["DEFAULT_STACK_ROOT", "BaseImage", "read_base_image", "stack_root"]
@@ -55,25 +54,18 @@ def stack_root(cache_dir: str | None) -> str:
 
 def read_base_image(source: ImageSource, tag: str, where: str, target: Target) -> BaseImage:
     """The base image for `target`'s platform; clear errors for an image that cannot be stacked on."""
-    desc, manifest, _ = read_manifest(source, tag, where, target.oci_platform)
-    try:
-        config = json.loads(source.read_blob(Digest(manifest["config"]["digest"])))
-    except ValueError:
-        raise OcicacheError(f"--base {where}: the image config is not JSON") from None
+    image = open_image(source, tag, where, target.oci_platform)
+    config = image.config
     arch = config.get("architecture")
     wanted = target.oci_config_platform()["architecture"]
     if config.get("os") != "linux" or arch != wanted:
         raise UsageError(f"--base {where} is {config.get('os')}/{arch}; the cache targets {target.oci_platform}")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
     layers = []
-    for raw in manifest.get("layers", []):
-        layer = Descriptor.from_json(raw)
+    for layer in image.layers:
         media_type = _OCI_LAYER_TYPES.get(layer.media_type)
         if media_type is None:
             raise OcicacheError(f"--base {where}: layer {layer.digest} has media type {layer.media_type}, which an "
                                 "OCI image cannot carry (a foreign or non-distributable layer)")
         layers.append(Descriptor(media_type=media_type, digest=layer.digest, size=layer.size))
-    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
-        raise OcicacheError(f"--base {where}: config and manifest disagree on the number of layers")
-    return BaseImage(reference=f"{where.split('@', 1)[0]}@{desc.digest}", source=source, config=config,
+    return BaseImage(reference=f"{where.split('@', 1)[0]}@{image.descriptor.digest}", source=source, config=config,
                      layers=tuple(layers))

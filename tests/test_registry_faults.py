@@ -304,3 +304,55 @@ def test_a_403_names_the_right_that_is_missing():
     assert "push" not in str(info.value)
     with pytest.raises(RegistryError, match="no push rights"):
         registry.check_push_access()
+
+
+class _DroppingStream(httpx.SyncByteStream):
+    """A body that sends `upto` bytes of `data`, then loses the connection."""
+
+    def __init__(self, data: bytes, upto: int) -> None:
+        self.data, self.upto = data, upto
+
+    def __iter__(self):
+        yield self.data[: self.upto // 2]
+        yield self.data[self.upto // 2: self.upto]
+        raise httpx.ReadError("connection reset by peer")
+
+
+def _blob_server(data: bytes, *, drops: int, honour_range: bool, log: list) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/":
+            return httpx.Response(200)
+        start = 0
+        header = request.headers.get("range")
+        log.append(header)
+        if header and honour_range:
+            start = int(re.match(r"bytes=(\d+)-", header).group(1))
+        body = data[start:]
+        if len(log) <= drops:
+            return httpx.Response(206 if start else 200, stream=_DroppingStream(body, len(body) // 3))
+        return httpx.Response(206 if start else 200, stream=httpx.ByteStream(body))
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+def test_a_blob_stream_that_drops_is_resumed_where_it_stopped(honour_range):
+    """Issue 9: a connection dropped mid-blob raised httpx.ReadError to the user (pull, copy, re-bundling)."""
+    data = bytes(range(256)) * 100_000  # 25.6 MB: several 4 MiB chunks arrive before each drop
+    log: list = []
+    client = RegistryClient("r.test", RegistryOptions(), sleep=lambda _s: None,
+                            transport=_blob_server(data, drops=2, honour_range=honour_range, log=log))
+    with Registry(client, "a/b").open_blob(Digest.of(data)) as f:
+        assert f.read() == data
+    assert log[0] is None and log[1] is not None and log[1].startswith("bytes=")  # resumed, not restarted
+    assert len(log) == 3
+
+
+def test_a_blob_stream_that_keeps_dropping_ends_in_one_clear_error():
+    data = b"z" * 3_000_000
+    log: list = []
+    client = RegistryClient("r.test", RegistryOptions(attempts=3), sleep=lambda _s: None,
+                            transport=_blob_server(data, drops=99, honour_range=True, log=log))
+    with pytest.raises(RegistryError, match=r"connection kept dropping \(ReadError at byte \d+\); gave up after 3"), \
+            Registry(client, "a/b").open_blob(Digest.of(data)) as f:
+        f.read()

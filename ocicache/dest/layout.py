@@ -105,7 +105,7 @@ class Layout:
             digest = Digest(ref)
             if not self.has_blob(digest):
                 return None
-            body = self.read_blob(digest)
+            body = self.read_blob(digest, limit=oci.MAX_MANIFEST_BYTES)
             try:
                 media_type = str(json.loads(body).get("mediaType") or oci.MANIFEST_MEDIA_TYPE)
             except (ValueError, AttributeError):
@@ -116,7 +116,7 @@ class Layout:
                          if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == ref), None)
         if desc is None:
             return None
-        return desc, self.read_blob(desc.digest)
+        return desc, self.read_blob(desc.digest, limit=oci.MAX_MANIFEST_BYTES)
 
     def open_blob(self, digest: Digest) -> BinaryIO:
         try:

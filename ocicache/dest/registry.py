@@ -37,7 +37,8 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _STREAM_CHUNK = 4 << 20
 _MAX_RETRY_AFTER = 60.0
 ACCEPT_MANIFESTS = ", ".join([oci.MANIFEST_MEDIA_TYPE, oci.INDEX_MEDIA_TYPE,
-                              "application/vnd.docker.distribution.manifest.v2+json"])
+                              "application/vnd.docker.distribution.manifest.v2+json",
+                              "application/vnd.docker.distribution.manifest.list.v2+json"])
 
 
 class RegistryError(DestinationError):
@@ -224,23 +225,70 @@ def _with_digest(location: str, digest: Digest) -> str:
 
 
 class _ResponseReader(io.RawIOBase):
-    """A streamed response body as a file (for copying a blob from one place to another)."""
+    """A streamed blob as a file. A connection lost mid-body is resumed where it stopped, with a
+    `Range` request (or, from a registry that ignores ranges, by skipping what was already read),
+    up to the client's attempts; then one clear error. The bytes are not verified here: callers
+    hash what they read."""
 
-    def __init__(self, response: httpx.Response, stack: contextlib.ExitStack) -> None:
-        self._iter = response.iter_raw(_STREAM_CHUNK)
+    def __init__(self, client: RegistryClient, url: str, what: str) -> None:
+        self._client = client
+        self._url = url
+        self._what = what
+        self._offset = 0
+        self._failures = 0
+        self._stack = contextlib.ExitStack()
         self._buf = b""
-        self._stack = stack
+        self._iter = self._open(None)
+
+    def _open(self, offset: int | None) -> Iterator[bytes]:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            resp = self._stack.enter_context(self._client.client.stream("GET", self._url, headers=headers))
+            check_response(resp, 200, 206, what=self._what)
+        except httpx.HTTPError as exc:
+            self._stack.close()
+            raise self._client._transport_error(exc, "GET", self._url) from None
+        except BaseException:
+            self._stack.close()
+            raise
+        chunks = resp.iter_raw(_STREAM_CHUNK)
+        if offset and resp.status_code == 200:  # the whole blob again: skip what we have
+            skip = offset
+            for chunk in chunks:
+                if len(chunk) > skip:
+                    self._buf = chunk[skip:]
+                    break
+                skip -= len(chunk)
+        return chunks
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        if not self._buf:
-            self._buf = next(self._iter, b"")
+        while not self._buf:
+            try:
+                chunk = next(self._iter, None)
+            except httpx.HTTPError as exc:
+                self._resume(exc)
+                continue
+            if chunk is None:
+                return 0
+            self._buf = chunk
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
+        self._offset += n
         return n
+
+    def _resume(self, exc: httpx.HTTPError) -> None:
+        self._failures += 1
+        if self._failures >= self._client.options.attempts:
+            raise RegistryError(f"{self._what}: the connection kept dropping ({type(exc).__name__} at byte "
+                                f"{self._offset}); gave up after {self._failures} attempts")
+        self._client._sleep(self._client.options.backoff * (2 ** (self._failures - 1)))
+        self._iter = self._client.retry(lambda: self._open(self._offset), self._what)
 
     def close(self) -> None:
         self._stack.close()
@@ -264,11 +312,20 @@ class Registry:
         url = self.client.url(self.repository, "manifests", ref)
 
         def unit() -> tuple[Descriptor, bytes] | None:
-            resp = self.client._send_once("GET", url, translate=True, headers={"Accept": ACCEPT_MANIFESTS})
-            if resp.status_code == 404:
-                return None
-            check_response(resp, 200, what=f"{self}:{ref}")
-            body = resp.content
+            try:
+                with self.client.client.stream("GET", url, headers={"Accept": ACCEPT_MANIFESTS}) as resp:
+                    if resp.status_code == 404:
+                        return None
+                    check_response(resp, 200, what=f"{self}:{ref}")
+                    buf = bytearray()
+                    for chunk in resp.iter_bytes():
+                        buf += chunk
+                        if len(buf) > oci.MAX_MANIFEST_BYTES:
+                            raise RegistryError(f"{self}:{ref}: the manifest is larger than "
+                                                f"{oci.MAX_MANIFEST_BYTES >> 20} MiB; refusing it")
+            except httpx.HTTPError as exc:
+                raise self.client._transport_error(exc, "GET", url) from None
+            body = bytes(buf)
             digest = Digest.of(body)
             if ref.startswith("sha256:") and str(digest) != ref:
                 raise RegistryError(f"{self}@{ref}: the registry returned a manifest with another digest")
@@ -293,23 +350,12 @@ class Registry:
         return data
 
     def open_blob(self, digest: Digest) -> BinaryIO:
-        """A streamed blob; the reader does not verify (callers hash what they read)."""
+        """A streamed blob, resumed if the connection drops; the reader does not verify (callers hash
+        what they read)."""
         url = self.client.url(self.repository, "blobs", str(digest))
-
-        def unit() -> BinaryIO:
-            stack = contextlib.ExitStack()
-            try:
-                resp = stack.enter_context(self.client.client.stream("GET", url))
-                check_response(resp, 200, what=f"{self}@{digest}")
-            except httpx.HTTPError as exc:
-                stack.close()
-                raise self.client._transport_error(exc, "GET", url) from None
-            except BaseException:
-                stack.close()
-                raise
-            return io.BufferedReader(_ResponseReader(resp, stack), _STREAM_CHUNK)
-
-        return self.client.retry(unit, f"{self}@{digest}")
+        what = f"{self}@{digest}"
+        return self.client.retry(lambda: io.BufferedReader(_ResponseReader(self.client, url, what), _STREAM_CHUNK),
+                                 what)
 
     # -- writing (Destination) -------------------------------------------------------------
     def has_blob(self, digest: Digest) -> bool:
