@@ -42,7 +42,7 @@ class CheckResult:
 def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
                 python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
                 options: RegistryOptions | None = None, build_problems: list[str] | None = None,
-                build_cache_dir: str | None = None) -> CheckResult:
+                build_cache_dir: str | None = None, require_key: Path | None = None) -> CheckResult:
     """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
     Dockerfile does wrong with the cache (consumer.py), reported with the rest."""
     lock = read_lock(lock_path)
@@ -55,6 +55,10 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, ref = endpoints.source(image)
         image = open_image(source, tag, str(ref), target.oci_platform)
+        if require_key is not None:
+            from .verify import require_signature
+
+            require_signature(image, require_key)
     annotations = image.annotations
     problems = list(build_problems or [])
     stacked_root = annotations.get(oci.A_STACK_ROOT)

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--uv", type=Path, metavar="PATH",
                       help=f"the uv that fills the cache (default: the pinned uv {PINNED_UV_VERSION}); any "
                            f"release from {supported_range()}")
+    push.add_argument("--sign-key", type=Path, metavar="KEY",
+                      help="sign the pushed image with this ECDSA P-256 private key (PEM; cosign's format, see "
+                           "`ocicache sign`)")
     push.add_argument("--jobs", type=int, default=2, help="layers packed at once (default: 2)")
     push.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     push.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(created if missing). Unsafe paths and links are refused.")
     _image_arguments(pull, "pull", extra=lambda p: p.add_argument(
         "directory", type=Path, metavar="DIR", help="the uv cache directory, e.g. ~/.cache/uv"))
+    _signature_arguments(pull, "pull")
 
     check = sub.add_parser(
         "check", help="say before a build whether `uv sync --frozen --offline` will find everything",
@@ -152,7 +156,46 @@ def build_parser() -> argparse.ArgumentParser:
     csel.add_argument("--group", action="append", default=[])
     csel.add_argument("--no-dev", action="store_true")
     check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _signature_arguments(check, "check")
     _registry_arguments(check)
+
+    verify = sub.add_parser(
+        "verify", help="prove an image holds what its lock says: every layer, every hash, optionally a rebuild",
+        description="Verify every layer's digest and diff_id, and that every package the image records has the "
+                    "artifact hash LOCK selects for the image's target (read from its annotations). With --key, "
+                    "its signature; with --rebuild, fill the cache again from the index and compare it file by "
+                    "file: any change to a package's files is found and the package named. Exit 1 on any "
+                    "difference.",
+        epilog="example:\n  ocicache verify registry.example/cache/api:main uv.lock --key cosign.pub --rebuild",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    verify.add_argument("reference", metavar="REF",
+                        help="the cache image: oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
+    verify.add_argument("lock", type=Path, metavar="LOCK", help="the uv.lock the image was pushed from")
+    verify.add_argument("--key", type=Path, metavar="PUB", help="also require a signature by this public key (PEM)")
+    verify.add_argument("--rebuild", action="store_true",
+                        help="fill the cache again from the index and compare it file by file (downloads the lock)")
+    verify.add_argument("--platform", help="for an index: the platform to verify (default: the only one, or "
+                                           "this machine's)")
+    vsel = verify.add_argument_group("selection: as the push was made (default: everything)")
+    vsel.add_argument("--package", action="append", default=[])
+    vsel.add_argument("--extra", action="append", default=[])
+    vsel.add_argument("--group", action="append", default=[])
+    vsel.add_argument("--no-dev", action="store_true")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _registry_arguments(verify)
+
+    sign = sub.add_parser(
+        "sign", help="sign an image in cosign's key-based format (cosign verify --key accepts it)",
+        description="Sign the manifest REF resolves to with an ECDSA P-256 key and store the signature beside "
+                    "it, as cosign does (tag sha256-<hex>.sig). An encrypted key's password is read from "
+                    "$COSIGN_PASSWORD.",
+        epilog="make a key:  openssl ecparam -name prime256v1 -genkey -noout -out key.pem\n"
+               "its public key:  openssl ec -in key.pem -pubout -out key.pub",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sign.add_argument("reference", metavar="REF", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
+    sign.add_argument("--key", type=Path, metavar="KEY", required=True, help="the private key (PEM)")
+    sign.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _registry_arguments(sign)
 
     copy = sub.add_parser("copy", help="copy an image between a layout and a registry (blobs mounted or streamed)")
     copy.add_argument("source", metavar="SRC", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
@@ -172,6 +215,13 @@ def _image_arguments(parser: argparse.ArgumentParser, verb: str, *,
     parser.add_argument("--platform",
                         help=f"for an index: the platform to {verb} (default: the only one, or this machine's)")
     _registry_arguments(parser)
+
+
+def _signature_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    group = parser.add_argument_group("signatures (cosign's key-based format; docs/security.md)")
+    group.add_argument("--require-signature", action="store_true",
+                       help=f"refuse to {verb} unless the image is signed by --key (checked before any layer is read)")
+    group.add_argument("--key", type=Path, metavar="PUB", help="the signer's ECDSA P-256 public key (PEM)")
 
 
 def _dockerfile_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -228,6 +278,8 @@ def _registry_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--insecure", action="store_true",
                        help="allow plain HTTP and unverified TLS (loopback registries may use HTTP anyway)")
     group.add_argument("--registry-jobs", type=int, default=4, metavar="N", help="concurrent blob uploads (default: 4)")
+    group.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="give up on a registry that sends nothing for this long (default: 120)")
 
 
 def _registry_options(args: argparse.Namespace) -> RegistryOptions:
@@ -242,8 +294,10 @@ def _registry_options(args: argparse.Namespace) -> RegistryOptions:
         raise UsageError("--username needs --password-stdin (passwords are never taken as arguments)")
     if args.registry_jobs < 1:
         raise UsageError("--registry-jobs must be at least 1")
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds")
     return RegistryOptions(insecure=args.insecure, ca_cert=args.ca_cert, username=args.username,
-                           password=password, jobs=args.registry_jobs)
+                           password=password, jobs=args.registry_jobs, timeout=args.timeout)
 
 
 def _narrowing(args: argparse.Namespace) -> Narrowing:
@@ -278,10 +332,20 @@ def _push(args: argparse.Namespace) -> int:
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
                        consumer_cache_dir=cache_dir, base=args.base)
+    key = None
+    if args.sign_key is not None:
+        from .verify import load_signing_key
+
+        key = load_signing_key(args.sign_key)  # a bad key fails before any work
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     result = push(opts, Progress(enabled=enabled))
+    signed = None
+    if key is not None:
+        from .verify import sign_ref
+
+        signed = sign_ref(args.destination, key, registry, digest=result.manifest_digest)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        print(json.dumps({**result.to_json(), "signature": signed}, indent=2, sort_keys=True))
     else:
         r = result
         packages = sum(len(layer["packages"]) for layer in r.layers)
@@ -296,6 +360,8 @@ def _push(args: argparse.Namespace) -> int:
             print(f"  pool: {r.pool_tags_written} keys published")
         for note in r.skipped:
             print(f"  left out: {note}")
+        if signed:
+            print(f"  signed: {signed['signature_tag']}")
     return 0
 
 
@@ -310,12 +376,54 @@ def _inspect(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from .pull import pull
 
-    result = pull(args.reference, args.directory, _registry_options(args), args.platform)
+    result = pull(args.reference, args.directory, _registry_options(args), args.platform,
+                  require_key=_required_key(args))
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(f"pulled {result['reference']}@{result['manifest_digest']} into {result['directory']}: "
               f"{result['layers']} layers verified, {result['files']} files, {format_size(result['bytes'])} downloaded")
+    return 0
+
+
+def _required_key(args: argparse.Namespace) -> Path | None:
+    if args.require_signature and args.key is None:
+        raise UsageError("--require-signature needs --key PUB (the signer's public key)")
+    if args.key is not None and not args.require_signature:
+        raise UsageError("--key without --require-signature: add it, or use `ocicache verify --key`")
+    return args.key
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify_image
+
+    result = verify_image(args.reference, args.lock, key=args.key, rebuild=args.rebuild, platform=args.platform,
+                          narrowing=_narrowing(args), options=_registry_options(args))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        verdict = "verified" if result.ok else "FAILED"
+        what = f"{result.layers_verified} layers, {result.packages} packages" + (
+            ", rebuilt and compared" if result.rebuilt else "")
+        print(f"{verdict}: {result.reference}@{result.manifest_digest}: {what}")
+        if result.signature and result.ok:
+            print(f"  signature: {result.signature}")
+        for problem in result.problems:
+            print(f"  problem: {problem}")
+    return 0 if result.ok else 1
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from .verify import load_signing_key, sign_ref
+
+    key = load_signing_key(args.key)
+    result = sign_ref(args.reference, key, _registry_options(args))
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        state = "signed" if result["added"] else "already signed by this key"
+        print(f"{state}: {result['reference']}@{result['manifest_digest']} ({result['signature_tag']}, "
+              f"{result['signatures']} signature{'s' if result['signatures'] != 1 else ''})")
     return 0
 
 
@@ -333,7 +441,7 @@ def _check(args: argparse.Namespace) -> int:
         python_platform=args.python_platform or (consumer.python_platform if consumer else None),
         uv_version=args.uv_version or (consumer.uv_version if consumer else None),
         build_problems=consumer.problems(args.reference) if consumer else [],
-        build_cache_dir=consumer.cache_dir if consumer else None)
+        build_cache_dir=consumer.cache_dir if consumer else None, require_key=_required_key(args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
@@ -362,7 +470,8 @@ def _copy(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"push": _push, "inspect": _inspect, "pull": _pull, "copy": _copy, "check": _check}
+        commands = {"push": _push, "inspect": _inspect, "pull": _pull, "copy": _copy, "check": _check,
+                    "verify": _verify, "sign": _sign}
         return commands[args.command](args)
     except OcicacheError as exc:
         print(f"ocicache: error: {exc}", file=sys.stderr)

@@ -49,6 +49,12 @@ class SourceImage:
     config: dict[str, Any]
     layers: tuple[Descriptor, ...]  # each annotated with its diff_id (from the config)
     platforms: tuple[str, ...] = ()  # every platform of the index it was chosen from
+    index: Descriptor | None = None  # the index it was chosen from, if any
+
+    @property
+    def signed_digest(self) -> Digest:
+        """What the reference resolved to (the index, for a multi-platform image): what is signed."""
+        return (self.index or self.descriptor).digest
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -160,7 +166,7 @@ def open_image(source: ImageSource, ref: str, where: str, platform: str | None =
         raise ImageError(f"{where}: no image for {wanted} (platforms: {', '.join(platforms) or 'none'}); "
                          "pass --platform")
     image = _open_child(source, match[0], where)
-    return _with_platforms(image, platforms)
+    return _with_platforms(image, platforms, desc)
 
 
 def open_images(source: ImageSource, ref: str, where: str) -> tuple[list[SourceImage], tuple[Descriptor, bytes] | None]:
@@ -174,7 +180,7 @@ def open_images(source: ImageSource, ref: str, where: str) -> tuple[list[SourceI
         raise ImageError(f"{where}: the index lists {len(doc['manifests'])} entries, {len(children)} of them "
                          "images with a platform; ocicache reads only indexes of platform images")
     platforms = tuple(p for _, p in children)
-    return [_with_platforms(_open_child(source, d, where), platforms) for d, _ in children], (desc, body)
+    return [_with_platforms(_open_child(source, d, where), platforms, desc) for d, _ in children], (desc, body)
 
 
 def find_images(source: ImageSource, ref: str, where: str) -> list[SourceImage]:
@@ -184,10 +190,10 @@ def find_images(source: ImageSource, ref: str, where: str) -> list[SourceImage]:
     return open_images(source, ref, where)[0]
 
 
-def _with_platforms(image: SourceImage, platforms: tuple[str, ...]) -> SourceImage:
+def _with_platforms(image: SourceImage, platforms: tuple[str, ...], index: Descriptor) -> SourceImage:
     from dataclasses import replace
 
-    return replace(image, platforms=platforms)
+    return replace(image, platforms=platforms, index=index)
 
 
 def _open_child(source: ImageSource, desc: Descriptor, where: str) -> SourceImage:

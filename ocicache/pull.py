@@ -23,7 +23,8 @@ __all__ = ["pull"]
 
 
 def pull(value: str, directory: Path, options: RegistryOptions | None = None,
-         platform: str | None = None) -> dict[str, Any]:
+         platform: str | None = None, require_key: Path | None = None) -> dict[str, Any]:
+    """`require_key`: refuse an image not signed by this public key, before reading any layer."""
     if directory.exists() and not directory.is_dir():
         raise OcicacheError(f"{directory}: exists and is not a directory")
     try:
@@ -35,6 +36,10 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
         with Endpoints(options or RegistryOptions()) as endpoints:
             source, tag, ref = endpoints.source(value)
             image = open_image(source, tag, str(ref), platform)
+            if require_key is not None:
+                from .verify import require_signature
+
+                require_signature(image, require_key)
             # A stacked image (push --base): only the cache's layers, out of the directory they sit under.
             downloaded = 0
             layers = image.cache_layers()
