@@ -15,7 +15,7 @@ from tests.support.pkgindex import PackageIndex
 from tests.support.repack import repack
 
 RUNTIME = ["uv", "httpx", "httpcore", "h11", "anyio", "idna", "certifi", "packaging", "isal", "zstandard",
-           "typing_extensions"]
+           "typing_extensions", "cryptography", "cffi", "pycparser"]
 
 
 def _tool_project(tmp_path: Path, index: PackageIndex) -> Path:
