@@ -44,12 +44,23 @@ class _UnreadableSourceError(Exception):
     """Reading the blob itself failed locally (e.g. an I/O error on the layout's disk)."""
 
 
+class _TooBigError(Exception):
+    """The stream decompresses to more than any honest layer of its size would."""
+
+
+# A layer of unpacked wheels compresses 2-5x; zero-filled data files, rarely, far more. Past this
+# ratio (and a floor for tiny layers) the stream is a decompression bomb, stopped before it fills the disk.
+MAX_EXPANSION = 200
+_EXPANSION_FLOOR = 64 << 20
+
+
 class _HashingReader(io.RawIOBase):
     """Hashes what passes through; `failure` says what a read error means at this level."""
 
-    def __init__(self, raw: BinaryIO, failure: type[Exception]) -> None:
+    def __init__(self, raw: BinaryIO, failure: type[Exception], limit: int | None = None) -> None:
         self._raw = raw
         self._failure = failure
+        self._limit = limit
         self.hash = hashlib.sha256()
         self.size = 0
 
@@ -67,6 +78,8 @@ class _HashingReader(io.RawIOBase):
         b[:n] = data
         self.hash.update(data)
         self.size += n
+        if self._limit is not None and self.size > self._limit:
+            raise _TooBigError(self._limit)
         return n
 
     def drain(self) -> None:
@@ -105,11 +118,15 @@ def open_layer(open_blob: Callable[[], BinaryIO], desc: Descriptor, where: str) 
         compressed = _HashingReader(raw, _UnreadableSourceError)
         buffered = io.BufferedReader(compressed, _CHUNK)
         try:
-            plain = _HashingReader(_decompressed(buffered, desc.media_type), _BadBytesError)  # type: ignore[arg-type]
+            plain = _HashingReader(_decompressed(buffered, desc.media_type), _BadBytesError,  # type: ignore[arg-type]
+                                   limit=max(desc.size * MAX_EXPANSION, _EXPANSION_FLOOR))
             with tarfile.open(fileobj=io.BufferedReader(plain, _CHUNK), mode="r|") as tf:
                 yield tf
             plain.drain()
             compressed.drain()
+        except _TooBigError as exc:
+            raise VerificationError(f"{where}: layer {desc.digest} ({desc.size} bytes) decompresses to more than "
+                                    f"{exc.args[0]} bytes ({MAX_EXPANSION}x): refusing a decompression bomb") from None
         except _UnreadableSourceError as exc:
             cause = exc.__cause__
             detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)

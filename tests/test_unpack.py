@@ -105,3 +105,31 @@ def test_bytes_that_do_not_decompress_are_still_called_corrupt():
     with pytest.raises(VerificationError, match="corrupt"), \
             open_layer(lambda: io.BytesIO(blob), _layer(blob), where="test") as tf:
         list(tf)
+
+
+def test_a_decompression_bomb_is_stopped_long_before_it_is_unpacked(tmp_path):
+    """A tiny, correctly described gzip layer that would unpack to 512 MiB of zeros."""
+    import gzip
+    import time
+
+    size = 512 << 20
+    header = tarfile.TarInfo("bomb.bin")
+    header.size = size
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
+        gz.write(header.tobuf())
+        zeros = bytes(1 << 20)
+        for _ in range(size >> 20):
+            gz.write(zeros)
+        gz.write(bytes(1024))
+    blob = raw.getvalue()
+    assert len(blob) < size // 500
+    started = time.monotonic()
+    with pytest.raises(VerificationError, match="decompression bomb"), \
+            open_layer(lambda: io.BytesIO(blob), _layer(blob), where="test") as tf:
+        extract_members(tf, tmp_path, "test")
+    assert time.monotonic() - started < 30
+    from ocicache.unpack import MAX_EXPANSION
+
+    written = (tmp_path / "bomb.bin").stat().st_size
+    assert written <= max(len(blob) * MAX_EXPANSION, 64 << 20) < size // 4  # stopped early, not at 512 MiB
