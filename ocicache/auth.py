@@ -12,6 +12,7 @@ pre-emptively, so a request body is never sent only to be refused (and never sen
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -112,6 +113,17 @@ def load_credentials(registry: str, username: str | None = None, password: str |
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """`host[:port]` names this machine (plain HTTP is then allowed, as docker allows it)."""
+    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.strip().partition(" ")
     params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
@@ -197,6 +209,11 @@ class RegistryAuth(httpx.Auth):
             realm = self._params.get("realm")
             if not realm:
                 raise AuthError(f"{self.registry}: bearer challenge without a realm")
+            url = httpx.URL(realm)
+            if self.credentials is not None and url.scheme != "https" and not is_loopback(url.netloc.decode()):
+                # the realm may be another host (Docker Hub's is); credentials never cross the network in clear
+                raise AuthError(f"{self.registry}: the token service {url.host} is plain HTTP; refusing to send "
+                                "credentials to it")
             query: list[tuple[str, str]] = [("scope", s) for s in scopes]
             if self._params.get("service"):
                 query.append(("service", self._params["service"]))

@@ -356,3 +356,22 @@ def test_a_blob_stream_that_keeps_dropping_ends_in_one_clear_error():
     with pytest.raises(RegistryError, match=r"connection kept dropping \(ReadError at byte \d+\); gave up after 3"), \
             Registry(client, "a/b").open_blob(Digest.of(data)) as f:
         f.read()
+
+
+def test_credentials_never_go_to_a_plain_http_token_service_on_another_host():
+    contacted: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        contacted.append(request.url.host)
+        if request.url.host == "auth.elsewhere.test":
+            return httpx.Response(200, json={"token": "t"})
+        return httpx.Response(401, headers={"WWW-Authenticate":
+                                            'Bearer realm="http://auth.elsewhere.test/token",service="r.test"'})
+
+    client = RegistryClient("r.test", RegistryOptions(username="u", password="s3cret"), sleep=lambda _s: None,
+                            transport=httpx.MockTransport(handler))
+    from ocicache.auth import AuthError
+
+    with pytest.raises(AuthError, match="plain HTTP; refusing to send credentials") as info:
+        Registry(client, "a/b").get_manifest("v1")
+    assert "auth.elsewhere.test" not in contacted and "s3cret" not in str(info.value)

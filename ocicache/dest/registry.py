@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import json
 import random
 import re
@@ -25,7 +24,7 @@ from typing import Any, BinaryIO, TypeVar
 import httpx
 
 from .. import oci
-from ..auth import RegistryAuth, load_credentials
+from ..auth import RegistryAuth, is_loopback, load_credentials
 from ..errors import DestinationError
 from ..oci import Descriptor, Digest
 from .options import RegistryOptions
@@ -51,16 +50,6 @@ class RegistryError(DestinationError):
         self.codes = codes
         self.temporary = temporary
         self.retry_after = retry_after
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _redact(url: httpx.URL | str) -> str:
@@ -136,7 +125,7 @@ class RegistryClient:
         self.client = httpx.Client(limits=limits, **kwargs)
         self.client.auth = RegistryAuth(host, credentials, self._token_client)
         self.base = f"https://{host}"
-        self._plain_http_allowed = self.options.insecure or _is_loopback(host)
+        self._plain_http_allowed = self.options.insecure or is_loopback(host)
 
     def close(self) -> None:
         self.client.close()
