@@ -146,8 +146,16 @@ def scopes_for(request: httpx.Request) -> list[str]:
 
 
 def scope_key(scopes: list[str]) -> tuple[str, ...]:
-    """The one spelling of a scope set, for caching tokens (and nothing else)."""
-    return tuple(sorted(set(scopes)))
+    """The one spelling of a scope set: one scope per resource, its actions merged and sorted (a
+    registry's challenge may spell `push,pull` what we asked as `pull,push`)."""
+    actions: dict[str, set[str]] = {}
+    for scope in scopes:
+        resource, _, acts = scope.rpartition(":")
+        if not resource:  # not type:name:actions; keep it as it is
+            actions.setdefault(scope, set())
+            continue
+        actions.setdefault(resource, set()).update(a for a in acts.split(",") if a)
+    return tuple(sorted(f"{r}:{','.join(sorted(a))}" if a else r for r, a in actions.items()))
 
 
 @dataclass
@@ -183,7 +191,7 @@ class RegistryAuth(httpx.Auth):
             return  # anonymous: let the 401 surface as an error
         needed = scopes_for(request)
         if params.get("scope"):
-            needed = sorted(set(needed) | set(params["scope"].split(" ")))
+            needed = list(scope_key([*needed, *params["scope"].split(" ")]))
         sent = request.headers.get("Authorization", "")
         if sent.startswith("Bearer ") and scheme == "bearer":
             refused = sent.removeprefix("Bearer ")
@@ -209,7 +217,12 @@ class RegistryAuth(httpx.Auth):
             realm = self._params.get("realm")
             if not realm:
                 raise AuthError(f"{self.registry}: bearer challenge without a realm")
-            url = httpx.URL(realm)
+            try:
+                url = httpx.URL(realm)
+            except httpx.InvalidURL:
+                raise AuthError(f"{self.registry}: the bearer challenge's realm is not a URL") from None
+            if url.scheme not in ("http", "https") or not url.host:
+                raise AuthError(f"{self.registry}: the bearer challenge's realm is not an HTTP(S) URL")
             if self.credentials is not None and url.scheme != "https" and not is_loopback(url.netloc.decode()):
                 # the realm may be another host (Docker Hub's is); credentials never cross the network in clear
                 raise AuthError(f"{self.registry}: the token service {url.host} is plain HTTP; refusing to send "

@@ -94,8 +94,8 @@ def platform_of(doc: dict[str, Any]) -> str:
 def _document(body: bytes, where: str) -> dict[str, Any]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ImageError(f"{where}: the manifest is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ImageError(f"{where}: the manifest is not JSON (or nested beyond reason)") from None
     if not isinstance(doc, dict):
         raise ImageError(f"{where}: the manifest is not a JSON object")
     return doc
@@ -117,7 +117,8 @@ def parse_manifest(body: bytes, where: str) -> dict[str, Any]:
     """An image manifest, checked for shape (not for the existence of its blobs)."""
     doc = _document(body, where)
     media_type = doc.get("mediaType", oci.MANIFEST_MEDIA_TYPE)
-    if doc.get("schemaVersion") != 2 or media_type not in MANIFEST_TYPES or not isinstance(doc.get("layers"), list):
+    if doc.get("schemaVersion") != 2 or not isinstance(media_type, str) or media_type not in MANIFEST_TYPES \
+            or not isinstance(doc.get("layers"), list):
         raise ImageError(f"{where}: not an image manifest (schemaVersion {doc.get('schemaVersion')!r}, "
                          f"media type {media_type!r})")
     _descriptor(doc.get("config"), where, "config")
@@ -156,7 +157,8 @@ def open_image(source: ImageSource, ref: str, where: str, platform: str | None =
     doc = _document(body, where)
     if not _is_index(doc):
         return _open_manifest(source, desc, body, where)
-    if doc.get("mediaType", oci.INDEX_MEDIA_TYPE) not in INDEX_TYPES:
+    index_type = doc.get("mediaType", oci.INDEX_MEDIA_TYPE)
+    if not isinstance(index_type, str) or index_type not in INDEX_TYPES:
         raise ImageError(f"{where}: not an image index (media type {doc.get('mediaType')!r})")
     children = _children(doc, where)
     platforms = tuple(p for _, p in children)
@@ -215,8 +217,8 @@ def _open_manifest(source: ImageSource, desc: Descriptor, body: bytes, where: st
     config_bytes = source.read_blob(config_desc.digest, limit=MAX_CONFIG_BYTES)
     try:
         config = json.loads(config_bytes)
-    except (ValueError, UnicodeDecodeError):
-        raise ImageError(f"{where}: the image config is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ImageError(f"{where}: the image config is not JSON (or nested beyond reason)") from None
     if not isinstance(config, dict):
         raise ImageError(f"{where}: the image config is not a JSON object")
     rootfs = config.get("rootfs")

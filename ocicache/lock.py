@@ -97,7 +97,7 @@ def read_lock(path: Path) -> Lock:
         raise LockError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as exc:
         raise LockError(f"{path}: not a uv.lock (not valid TOML: {exc})") from None
     if "version" not in doc or ("package" not in doc and "requires-python" not in doc):
         raise LockError(f"{path}: not a uv.lock (no 'version' and 'package' entries)")
@@ -113,10 +113,13 @@ def read_lock(path: Path) -> Lock:
     packages = doc.get("package", [])
     if not isinstance(packages, list):
         raise LockError(f"{path}: 'package' must be an array of tables")
+    revision = doc.get("revision", 0)
+    if not isinstance(revision, int) or isinstance(revision, bool):
+        raise LockError(f"{path}: revision: expected an integer, got {type(revision).__name__}")
     return Lock(
         path=path,
         version=int(version),
-        revision=int(doc.get("revision", 0)),
+        revision=revision,
         requires_python=requires_python,
         packages=tuple(_package(p, f"package[{i}]", path) for i, p in enumerate(packages)),
     )

@@ -54,6 +54,22 @@ MAX_EXPANSION = 200
 _EXPANSION_FLOOR = 64 << 20
 
 
+class _BoundedTarFile(tarfile.TarFile):
+    """Refuses an archive whose members declare more bytes than `allowance`, at the header, before
+    a byte of them is written (the stream's own limit then only catches what headers hide)."""
+
+    allowance = 0
+    _declared = 0
+
+    def next(self) -> tarfile.TarInfo | None:
+        member = super().next()
+        if member is not None:
+            self._declared += member.size
+            if self._declared > self.allowance:
+                raise _TooBigError(self.allowance)
+        return member
+
+
 class _HashingReader(io.RawIOBase):
     """Hashes what passes through; `failure` says what a read error means at this level."""
 
@@ -118,9 +134,11 @@ def open_layer(open_blob: Callable[[], BinaryIO], desc: Descriptor, where: str) 
         compressed = _HashingReader(raw, _UnreadableSourceError)
         buffered = io.BufferedReader(compressed, _CHUNK)
         try:
+            limit = max(desc.size * MAX_EXPANSION, _EXPANSION_FLOOR)
             plain = _HashingReader(_decompressed(buffered, desc.media_type), _BadBytesError,  # type: ignore[arg-type]
-                                   limit=max(desc.size * MAX_EXPANSION, _EXPANSION_FLOOR))
-            with tarfile.open(fileobj=io.BufferedReader(plain, _CHUNK), mode="r|") as tf:
+                                   limit=limit)
+            bounded = type("_Bounded", (_BoundedTarFile,), {"allowance": limit})
+            with bounded.open(fileobj=io.BufferedReader(plain, _CHUNK), mode="r|") as tf:
                 yield tf
             plain.drain()
             compressed.drain()
@@ -173,9 +191,22 @@ def extract_members(tf: tarfile.TarFile, dest: Path, where: str,
 
 
 def _extract(tf: tarfile.TarFile, dest: Path, where: str, wanted: Callable[[str], bool], strip: str) -> list[str]:
-    written = []
+    written: list[str] = []
     links: list[Path] = []
     root = dest.resolve()
+    try:
+        _extract_members(tf, root, where, wanted, strip, written, links)
+    except BaseException:
+        _remove_escaping(root, links)  # a refused layer leaves no link pointing out
+        raise
+    # The text of each link stayed inside, but links through links (a/up -> .., then a/esc -> up/..)
+    # only show where they lead once all are on disk: resolve every one against what is there.
+    check_links_inside(root, links, where)
+    return written
+
+
+def _extract_members(tf: tarfile.TarFile, root: Path, where: str, wanted: Callable[[str], bool], strip: str,
+                     written: list[str], links: list[Path]) -> None:
     for member in tf:
         name = _check_name(member.name, where)
         if strip:
@@ -187,6 +218,8 @@ def _extract(tf: tarfile.TarFile, dest: Path, where: str, wanted: Callable[[str]
         target = root / name
         _check_inside(root, target, name, where)
         if member.isdir():
+            if target.is_symlink():  # mkdir and chmod would follow it
+                raise UnsafeLayerError(f"{where}: directory {name!r} would replace a link")
             target.mkdir(parents=True, exist_ok=True)
             os.chmod(target, 0o755)
         elif member.isreg():
@@ -210,14 +243,17 @@ def _extract(tf: tarfile.TarFile, dest: Path, where: str, wanted: Callable[[str]
                 raise UnsafeLayerError(f"{where}: link {name!r} would replace a directory")
             os.symlink(link, target)
             links.append(target)
+            check_links_inside(root, [target], where)  # through links already on disk
         else:
             kind = "hardlink" if member.islnk() else "special file"
             raise UnsafeLayerError(f"{where}: refusing {kind} {name!r}")
         written.append(name)
-    # The text of each link stayed inside, but links through links (a/up -> .., then a/esc -> up/..)
-    # only show where they lead once all are on disk: resolve every one against what is there.
-    check_links_inside(root, links, where)
-    return written
+
+
+def _remove_escaping(root: Path, links: list[Path]) -> None:
+    for link in links:
+        if link.is_symlink() and not resolves_inside(Path(os.path.realpath(root)), link):
+            link.unlink()
 
 
 def resolves_inside(root: Path, path: Path) -> bool:

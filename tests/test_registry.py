@@ -315,7 +315,7 @@ def test_refused_bearer_tokens_are_replaced_on_every_kind_of_request(registries,
     finally:
         server.token_server.stale_first = False
     assert run.json()["blobs_mounted"] >= 1 and run.json()["blobs_uploaded"] <= 1
-    assert server.token_server.requests["stale"] >= 3  # every scope set started with a refused token
+    assert server.token_server.requests["stale"] >= 2  # the destination alone, and with the mount source
 
 
 def test_a_pool_tag_is_the_same_whichever_target_published_it(registries, make_project, tmp_path):

@@ -375,3 +375,11 @@ def test_credentials_never_go_to_a_plain_http_token_service_on_another_host():
     with pytest.raises(AuthError, match="plain HTTP; refusing to send credentials") as info:
         Registry(client, "a/b").get_manifest("v1")
     assert "auth.elsewhere.test" not in contacted and "s3cret" not in str(info.value)
+
+
+def test_scope_sets_are_spelled_one_way():
+    from ocicache.auth import scope_key
+
+    assert scope_key(["repository:a/b:pull,push", "repository:a/b:push,pull", "repository:c:pull"]) == (
+        "repository:a/b:pull,push", "repository:c:pull")
+    assert scope_key(["repository:a/b:pull", "repository:a/b:push"]) == ("repository:a/b:pull,push",)

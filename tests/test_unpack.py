@@ -131,5 +131,25 @@ def test_a_decompression_bomb_is_stopped_long_before_it_is_unpacked(tmp_path):
     assert time.monotonic() - started < 30
     from ocicache.unpack import MAX_EXPANSION
 
-    written = (tmp_path / "bomb.bin").stat().st_size
-    assert written <= max(len(blob) * MAX_EXPANSION, 64 << 20) < size // 4  # stopped early, not at 512 MiB
+    # refused at its header, which declares 512 MiB: not a byte of it written
+    assert max(len(blob) * MAX_EXPANSION, 64 << 20) < size and not (tmp_path / "bomb.bin").exists()
+
+
+def test_a_bomb_of_empty_members_is_stopped_by_the_stream_limit():
+    """Headers declare nothing, yet 150,000 of them decompress to 75 MB from a few hundred KB: the
+    byte count of the decompressed stream stops it."""
+    import gzip
+
+    from ocicache.unpack import MAX_EXPANSION
+
+    raw = io.BytesIO()
+    header = tarfile.TarInfo("d/empty").tobuf()
+    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
+        for _ in range(150_000):
+            gz.write(header)
+    blob = raw.getvalue()
+    assert max(len(blob) * MAX_EXPANSION, 64 << 20) < 150_000 * 512
+    with pytest.raises(VerificationError, match="decompression bomb"), \
+            open_layer(lambda: io.BytesIO(blob), _layer(blob), where="test") as tf:
+        for _ in tf:
+            pass

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,10 +82,13 @@ class Layout:
             return {"schemaVersion": 2, "mediaType": oci.INDEX_MEDIA_TYPE, "manifests": []}
         try:
             index = json.loads(path.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise LayoutError(f"{path}: unreadable index.json ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise LayoutError(f"{path}: unreadable index.json ({str(exc)[:200]})") from None
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise LayoutError(f"{path}: index.json has no manifests list")
+        for entry in index["manifests"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("annotations", {}), dict):
+                raise LayoutError(f"{path}: index.json has an entry that is not a descriptor")
         return index
 
     def tags(self) -> list[str]:
@@ -93,9 +97,9 @@ class Layout:
                       if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION))
 
     def resolve(self, tag: str) -> Descriptor:
-        for entry in self.read_index()["manifests"]:
-            if entry.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == tag:
-                return Descriptor.from_json(entry)
+        found = self.get_manifest(tag)
+        if found is not None:
+            return found[0]
         known = ", ".join(self.tags()) or "none"
         raise LayoutError(f"{self.path}: no tag {tag!r} (tags: {known})")
 
@@ -112,30 +116,41 @@ class Layout:
                 raise LayoutError(f"{self.path}: {ref} is not a JSON document") from None
             return Descriptor(media_type=media_type, digest=digest, size=len(body)), body
         else:
-            desc = next((Descriptor.from_json(m) for m in self.read_index()["manifests"]
-                         if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == ref), None)
+            entry = next((m for m in self.read_index()["manifests"]
+                          if m.get("annotations", {}).get(oci.REF_NAME_ANNOTATION) == ref), None)
+            try:
+                desc = Descriptor.from_json(entry) if entry is not None else None
+            except (KeyError, TypeError, ValueError):
+                raise LayoutError(f"{self.path}: index.json's entry for {ref!r} is not a valid descriptor") from None
         if desc is None:
             return None
         return desc, self.read_blob(desc.digest, limit=oci.MAX_MANIFEST_BYTES)
 
     def open_blob(self, digest: Digest) -> BinaryIO:
+        """The blob's file; only a regular file counts (never a FIFO, a device or a directory that
+        a hostile layout put at a blob's path)."""
+        path = self.blob_path(digest)
         try:
-            return open(self.blob_path(digest), "rb")
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: blob {digest} is missing") from None
+        except OSError as exc:
+            raise LayoutError(f"{self.path}: blob {digest} cannot be read: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LayoutError(f"{self.path}: blob {digest} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
 
     def __str__(self) -> str:
         return f"oci:{self.path}"
 
     def read_blob(self, digest: Digest, limit: int = 64 << 20) -> bytes:
         """Read a small blob (manifest, config) and verify its digest."""
-        path = self.blob_path(digest)
-        try:
-            if path.stat().st_size > limit:
-                raise LayoutError(f"{path}: blob larger than {limit} bytes where a document was expected")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise LayoutError(f"{self.path}: blob {digest} is missing") from None
+        with self.open_blob(digest) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise LayoutError(f"{self.blob_path(digest)}: blob larger than {limit} bytes where a document was expected")
         if Digest.of(data) != digest:
             raise LayoutError(f"{self.path}: blob {digest} does not match its digest")
         return data

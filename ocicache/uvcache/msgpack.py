@@ -77,13 +77,18 @@ def _header(n: int, fix: int, wide: int, out: bytearray) -> None:
 
 def unpack(buf: bytes) -> Value:
     """Decode one value that must span all of `buf`."""
-    value, end = _unpack(buf, 0)
+    value, end = _unpack(buf, 0, 0)
     if end != len(buf):
         raise MsgpackError(f"{len(buf) - end} trailing bytes")
     return value
 
 
-def _unpack(buf: bytes, i: int) -> tuple[Value, int]:
+_MAX_DEPTH = 32  # uv's pointers nest three levels; deeper is not a pointer, and would exhaust the stack
+
+
+def _unpack(buf: bytes, i: int, depth: int) -> tuple[Value, int]:
+    if depth > _MAX_DEPTH:
+        raise MsgpackError(f"msgpack nested deeper than {_MAX_DEPTH} levels")
     try:
         b = buf[i]
         if b < 0x80:
@@ -91,9 +96,9 @@ def _unpack(buf: bytes, i: int) -> tuple[Value, int]:
         if 0xA0 <= b <= 0xBF:
             return _str(buf, i + 1, b & 0x1F)
         if 0x90 <= b <= 0x9F:
-            return _array(buf, i + 1, b & 0x0F)
+            return _array(buf, i + 1, b & 0x0F, depth)
         if 0x80 <= b <= 0x8F:
-            return _map(buf, i + 1, b & 0x0F)
+            return _map(buf, i + 1, b & 0x0F, depth)
         if b == 0xC0:
             return None, i + 1
         if b in (0xC2, 0xC3):
@@ -107,9 +112,9 @@ def _unpack(buf: bytes, i: int) -> tuple[Value, int]:
         if b == 0xDA:
             return _str(buf, i + 3, struct.unpack_from(">H", buf, i + 1)[0])
         if b == 0xDC:
-            return _array(buf, i + 3, struct.unpack_from(">H", buf, i + 1)[0])
+            return _array(buf, i + 3, struct.unpack_from(">H", buf, i + 1)[0], depth)
         if b == 0xDE:
-            return _map(buf, i + 3, struct.unpack_from(">H", buf, i + 1)[0])
+            return _map(buf, i + 3, struct.unpack_from(">H", buf, i + 1)[0], depth)
     except (IndexError, struct.error):
         raise MsgpackError("truncated msgpack") from None
     raise MsgpackError(f"unexpected msgpack byte {b:#x} at {i}")
@@ -124,19 +129,19 @@ def _str(buf: bytes, start: int, n: int) -> tuple[str, int]:
         raise MsgpackError("msgpack string is not UTF-8") from None
 
 
-def _array(buf: bytes, i: int, n: int) -> tuple[list[Value], int]:
+def _array(buf: bytes, i: int, n: int, depth: int) -> tuple[list[Value], int]:
     items = []
     for _ in range(n):
-        item, i = _unpack(buf, i)
+        item, i = _unpack(buf, i, depth + 1)
         items.append(item)
     return items, i
 
 
-def _map(buf: bytes, i: int, n: int) -> tuple[dict[str, Value], int]:
+def _map(buf: bytes, i: int, n: int, depth: int) -> tuple[dict[str, Value], int]:
     out: dict[str, Value] = {}
     for _ in range(n):
-        key, i = _unpack(buf, i)
+        key, i = _unpack(buf, i, depth + 1)
         if not isinstance(key, str):
             raise MsgpackError("msgpack map key is not a string")
-        out[key], i = _unpack(buf, i)
+        out[key], i = _unpack(buf, i, depth + 1)
     return out, i

@@ -32,10 +32,15 @@ def pack_string(root: bytearray, at: int, length: int, root_start: int) -> None:
 
 def read_string(buf: bytes, at: int) -> str:
     """The archived string whose header is at `at` of `buf` (inline or out of line)."""
-    if buf[at] & 0xC0 != 0x80:  # inline, padded with 0xff
-        return buf[at : at + 8].rstrip(b"\xff\x00").decode()
-    word, rel = struct.unpack_from("<Ii", buf, at)
-    length = (word & 0x3F) | ((word >> 8) << 6)
-    if at + rel < 0 or at + rel + length > len(buf):
-        raise PointerError("policy URI out of bounds")
-    return buf[at + rel : at + rel + length].decode()
+    try:
+        if buf[at] & 0xC0 != 0x80:  # inline, padded with 0xff
+            return buf[at : at + 8].rstrip(b"\xff\x00").decode()
+        word, rel = struct.unpack_from("<Ii", buf, at)
+        length = (word & 0x3F) | ((word >> 8) << 6)
+        if at + rel < 0 or at + rel + length > len(buf):
+            raise PointerError("policy URI out of bounds")
+        return buf[at + rel : at + rel + length].decode()
+    except UnicodeDecodeError:
+        raise PointerError("policy URI is not UTF-8") from None
+    except (IndexError, struct.error):
+        raise PointerError("policy URI truncated") from None
