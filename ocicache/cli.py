@@ -197,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _registry_arguments(sign)
 
+    gc = sub.add_parser(
+        "gc", help="delete pool entries no image of the given repositories uses (keeps a pool bounded)",
+        description="Delete the pool's one-layer manifests (and so their k-<key> tags) that no tag of the "
+                    "--keep-referenced-by repositories references, once they have stayed unreferenced for "
+                    "--min-age (gc records when it first saw each one unreferenced, in the pool's "
+                    "ocicache-gc-state tag). Blobs are never deleted by ocicache: run the registry's own "
+                    "garbage collector afterwards to reclaim storage; a layer an image still uses stays.",
+        epilog=("example:\n  ocicache gc registry.example/cache/pool "
+                "--keep-referenced-by registry.example/cache/api \\\n"
+                "      --keep-referenced-by registry.example/cache/worker --min-age 7d --dry-run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    gc.add_argument("pool", metavar="POOL", help="the pool: REGISTRY/REPOSITORY")
+    gc.add_argument("--keep-referenced-by", action="append", default=[], metavar="REGISTRY/REPO", required=True,
+                    help="keep what any tag of this repository uses (repeat for every repository that pushes "
+                         "with this pool)")
+    gc.add_argument("--min-age", default="7d", metavar="AGE",
+                    help="delete only what has been unreferenced for this long: 7d, 12h, 30m, 0s (default: 7d)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    gc.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _registry_arguments(gc)
+
     copy = sub.add_parser("copy", help="copy an image between a layout and a registry (blobs mounted or streamed)")
     copy.add_argument("source", metavar="SRC", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG|@DIGEST]")
     copy.add_argument("destination", metavar="DEST", help="oci:DIR[:TAG] or REGISTRY/REPO[:TAG]")
@@ -427,6 +448,29 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from .gc import collect_garbage, parse_age
+
+    result = collect_garbage(args.pool, args.keep_referenced_by, min_age=parse_age(args.min_age),
+                             dry_run=args.dry_run, options=_registry_options(args))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return 0
+    verb = "would delete" if result.dry_run else "deleted"
+    freed = sum(e.layer_size for e in result.deleted)
+    print(f"{result.pool}: {result.entries} pool entries, {result.kept} in use; {verb} {len(result.deleted)} "
+          f"({format_size(freed)} of layers once the registry collects its garbage); "
+          f"{len(result.waiting)} unreferenced but younger than --min-age")
+    for entry in result.deleted:
+        print(f"  {verb}: {format_size(entry.layer_size):>10}  {', '.join(entry.packages) or '(cache scaffold)'}")
+    for entry, age in result.waiting:
+        print(f"  waiting: {format_size(entry.layer_size):>10}  {', '.join(entry.packages) or '(cache scaffold)'} "
+              f"(unreferenced for {age / 3600:.1f} h)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from .check import check_image
 
@@ -471,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"push": _push, "inspect": _inspect, "pull": _pull, "copy": _copy, "check": _check,
-                    "verify": _verify, "sign": _sign}
+                    "verify": _verify, "sign": _sign, "gc": _gc}
         return commands[args.command](args)
     except OcicacheError as exc:
         print(f"ocicache: error: {exc}", file=sys.stderr)

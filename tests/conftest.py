@@ -106,6 +106,9 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackageIndex]:
                 "cp311-cp311-manylinux_2_17_aarch64", "cp312-cp312-manylinux_2_17_x86_64"):
         idx.add_wheel("native", "1.0", tag=tag)
     idx.add_wheel("armonly", "1.0", tag="py3-none-manylinux_2_17_aarch64")
+    for n, version in enumerate(("1.0", "2.0", "3.0")):  # upgraded round by round (tests/test_gc.py)
+        idx.add_wheel("gc-alpha", version, files=heavy_files("gc-alpha", 1100 * 1024, 10 + n))
+        idx.add_wheel("gc-beta", version)
     # The names the README's example project uses, so the quick start runs against this index.
     idx.add_wheel("numpy", "2.3.0", files=heavy_files("numpy", 1200 * 1024, 2))
     idx.add_wheel("requests", "2.32.0", deps=["certifi", "idna", "urllib3", "charset-normalizer"])

@@ -383,3 +383,24 @@ def test_scope_sets_are_spelled_one_way():
     assert scope_key(["repository:a/b:pull,push", "repository:a/b:push,pull", "repository:c:pull"]) == (
         "repository:a/b:pull,push", "repository:c:pull")
     assert scope_key(["repository:a/b:pull", "repository:a/b:push"]) == ("repository:a/b:pull,push",)
+
+
+def test_tag_listing_follows_link_pages_to_the_end():
+    """Issue 10: registries page tag lists (distribution, GHCR, ECR cap a page); every page is read."""
+    tags = [f"k-{i:04d}" for i in range(25)]
+    pages: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        pages.append(str(request.url))
+        n = int(request.url.params.get("n", 10))
+        last = request.url.params.get("last")
+        start = tags.index(last) + 1 if last else 0
+        chunk = tags[start:start + n]
+        headers = {}
+        if start + n < len(tags):
+            headers["Link"] = f'</v2/team/pool/tags/list?last={chunk[-1]}&n={n}>; rel="next"'
+        return httpx.Response(200, json={"name": "team/pool", "tags": chunk}, headers=headers)
+
+    client = RegistryClient("r.test", RegistryOptions(), transport=httpx.MockTransport(handler))
+    assert Registry(client, "team/pool").list_tags(page=10) == tags
+    assert len(pages) == 3

@@ -207,6 +207,12 @@ def _read_range(f: BinaryIO, length: int) -> Iterator[bytes]:
         yield chunk
 
 
+def _next_link(header: str, base: str) -> str | None:
+    """The `rel="next"` target of a Link header (RFC 8288), absolute."""
+    m = re.search(r'<([^>]+)>\s*;[^,]*rel="?next"?', header)
+    return str(httpx.URL(base + "/").join(m.group(1))) if m else None
+
+
 def _with_digest(location: str, digest: Digest) -> str:
     """Append `digest=` to an upload location without re-encoding its opaque state parameter
     (httpx's params merging would turn a `+` in distribution's `_state` into a space)."""
@@ -345,6 +351,34 @@ class Registry:
         what = f"{self}@{digest}"
         return self.client.retry(lambda: io.BufferedReader(_ResponseReader(self.client, url, what), _STREAM_CHUNK),
                                  what)
+
+    def list_tags(self, page: int = 1000) -> list[str] | None:
+        """Every tag of the repository, following `Link: <…>; rel="next"` pages; None if the
+        repository does not exist."""
+        url: str | None = f"{self.client.url(self.repository, 'tags', 'list')}?n={page}"
+        tags: list[str] = []
+        seen: set[str] = set()
+        while url is not None and url not in seen:
+            seen.add(url)
+            resp = self.client.request("GET", url, what=f"{self}: list tags", expect=(200, 404))
+            if resp.status_code == 404:
+                return tags or None
+            try:
+                found = resp.json().get("tags") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self}: the tag list is not JSON") from None
+            tags += [str(t) for t in found if isinstance(t, str)]
+            url = _next_link(resp.headers.get("link", ""), self.client.base)
+        return tags
+
+    def delete_manifest(self, digest: Digest) -> bool:
+        """Delete a manifest (and so every tag naming it); False if it was already gone."""
+        resp = self.client.request("DELETE", self.client.url(self.repository, "manifests", str(digest)),
+                                   what=f"{self}@{digest}: delete", expect=(202, 200, 404, 405))
+        if resp.status_code == 405:
+            raise RegistryError(f"{self}: the registry does not allow deletes (distribution: set "
+                                "storage.delete.enabled; other registries: see docs/registries.md)")
+        return resp.status_code != 404
 
     # -- writing (Destination) -------------------------------------------------------------
     def has_blob(self, digest: Digest) -> bool:
