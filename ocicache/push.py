@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
+import random
 import shutil
 import tempfile
 import time
@@ -207,9 +210,25 @@ class _Destination:
             return None
 
     def write(self, images: list[Image], blobs: list[tuple[Descriptor, BlobOrigin]],
-              index: tuple[Descriptor, bytes] | None, jobs: int) -> WriteReport:
+              index: tuple[Descriptor, bytes] | None, jobs: int, pool: Pool | None = None) -> WriteReport:
         if self.registry is not None:
-            return write_images(self.registry, images, blobs, self.tag, index=index, jobs=jobs)
+            if pool is None or pool.registry.client is not self.registry.client:
+                return write_images(self.registry, images, blobs, self.tag, index=index, jobs=jobs)
+            # Pushes through one pool run at once (CI): each blob uploaded here is mounted into the
+            # pool at once, where the others look before uploading, and the uploads go in an order of
+            # this push's own, so that concurrent pushes start on different blobs.
+            registry = self.registry
+
+            from .dest.registry import RegistryError
+
+            def share(desc: Descriptor, outcome: str) -> None:
+                if outcome == "uploaded":
+                    with contextlib.suppress(RegistryError):
+                        pool.registry.mount_blob(desc, registry.repository)
+
+            order = list(blobs)
+            random.Random(os.getpid() ^ time.time_ns()).shuffle(order)
+            return write_images(registry, images, order, self.tag, index=index, jobs=jobs, on_blob=share)
         assert isinstance(self.ref, LayoutRef)
         with open_layout_for_write(self.ref.path) as layout:
             return write_images(layout, images, blobs, self.tag, index=index, jobs=jobs)
@@ -255,7 +274,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         progress.step(f"writing {ref}")
         images = [b.image for b in built]
         index = assemble_index(images, _index_annotations(uv, formats, codec)) if len(images) > 1 else None
-        report = dest.write(images, [blob for b in built for blob in b.blobs], index, opts.registry.jobs)
+        report = dest.write(images, [blob for b in built for blob in b.blobs], index, opts.registry.jobs, pool)
         pool_tags = 0
         if pool is not None:
             progress.step(f"publishing layers to the pool {pool}")
@@ -346,7 +365,9 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         key = _layer_key(group, space)
         if key in state.packed:
             layer, path = state.packed[key]
-            origin = BlobOrigin(path=path)
+            # another push through the pool may have published this very layer since we looked
+            origin = BlobOrigin(path=path, source=pool.registry if pool is not None else None,
+                                source_may_lack=pool is not None)
             new.add(layer.digest)
         else:
             known_layer = known.layer(key)

@@ -53,10 +53,14 @@ class Mounter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BlobOrigin:
-    """Where a blob's bytes can be had: a local file, or an image source that holds it."""
+    """Where a blob's bytes can be had: a local file, or an image source that holds it.
+
+    `source_may_lack`: the source is only a chance (the pool, for a layer packed here that another
+    push may have published meanwhile): asked first, and mounted from only if it has the blob."""
 
     path: Path | None = None
     source: ImageSource | None = None
+    source_may_lack: bool = False
 
 
 Outcome = Literal["present", "mounted", "uploaded"]
@@ -84,7 +88,8 @@ def put_one(dest: Destination, desc: Descriptor, origin: BlobOrigin) -> Outcome:
     if dest.has_blob(desc.digest):
         return "present"
     source = origin.source
-    if source is not None and _same_registry(dest, source):
+    if source is not None and _same_registry(dest, source) and (not origin.source_may_lack
+                                                                or source.has_blob(desc.digest)):
         assert isinstance(dest, Mounter) and isinstance(source, Mounter)
         if source.repository == dest.repository or dest.mount_blob(desc, source.repository):
             return "mounted"
@@ -94,7 +99,7 @@ def put_one(dest: Destination, desc: Descriptor, origin: BlobOrigin) -> Outcome:
         else:
             path = origin.path
             dest.put_blob(desc, lambda: open(path, "rb"))  # noqa: SIM115 (an opener)
-    elif source is not None:
+    elif source is not None and not origin.source_may_lack:
         src = source
         dest.put_blob(desc, lambda: src.open_blob(desc.digest))
     else:

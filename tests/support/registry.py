@@ -152,15 +152,19 @@ class RegistryServer:
     root: Path
     kind: str = "plain"  # plain | htpasswd | tls | token
     port: int = 0
+    driver: str = "filesystem"  # or "inmemory": distribution's other built-in storage driver
     ca_cert: Path | None = None
     token_server: TokenServer | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.storage = self.root / "storage"
+        if self.driver not in ("filesystem", "inmemory"):
+            raise ValueError(f"storage driver {self.driver!r}")
+        self.storage = self.root / "storage"  # the filesystem driver's directory
         lines = ["version: 0.1", "log:", "  level: info", "  formatter: text",
-                 "storage:", f"  filesystem: {{rootdirectory: {self.storage}}}", "  delete: {enabled: true}",
+                 "storage:", (f"  filesystem: {{rootdirectory: {self.storage}}}" if self.driver == "filesystem"
+                              else "  inmemory: {}"), "  delete: {enabled: true}",
                  "http:", "  addr: 127.0.0.1:PORT", "  secret: test-secret"]
         if self.kind == "tls":
             crt, key = make_cert(self.root)
