@@ -9,6 +9,8 @@
                time of the round vs one push alone.
   big          a --big-packages lock: cold push (time per stage, layers, peak memory), no-op re-push,
                check, and how many layers change when one package is upgraded.
+  gc           three services through one pool, upgraded twice: what `ocicache gc` deletes, and what
+               the registry's own garbage collector then reclaims.
 
 Usage: .venv/bin/python scripts/bench_scale.py [--pushes 50] [--rounds 3] [--big-packages 1000]
 """
@@ -184,6 +186,49 @@ def bench_big(work: Path, packages: int, repeat: int) -> dict[str, object]:
             "second_push_populated": second["packages_populated"]}
 
 
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def bench_gc(work: Path) -> dict[str, object]:
+    """Three services push through one pool, upgrade twice; gc, then the registry's collector."""
+    index = PackageIndex(work / "gc-index")
+    names = fill_index(index, 60, heavy_every=4, seed=3)
+    for i in range(0, 12, 4):  # the upgraded packages (heavy ones among them), in two new versions
+        for version in ("1.1", "1.2"):
+            index.add_wheel(package_name(i), version, files={f"{package_name(i).replace('-', '_')}/d.bin":
+                                                           os.urandom(1100 * 1024)})
+    url = index.serve()
+    server = RegistryServer(work / "gc-registry")
+    server.start()
+    services = draw_services(names, 3, common=12, own=15, seed=5)
+    try:
+        pool = f"{server.host}/team/pool"
+        for version in ("1.0", "1.1", "1.2"):
+            for n, deps in enumerate(services):
+                pinned = [f"{d}=={version}" if int(d.rsplit("-", 1)[1]) in (0, 4, 8) else d for d in deps]
+                lock = write_project(work / f"gc-svc{n}-{version}", pinned, url, UV, work / "gc-lock-cache", ENV)
+                run([*OCICACHE, "push", str(lock), f"{server.host}/team/svc{n}:main", "--pool", pool])
+        keep = [a for n in range(len(services)) for a in ("--keep-referenced-by", f"{server.host}/team/svc{n}")]
+        storage_before = _du(server.storage)
+        gc_s, proc = run([*OCICACHE, "gc", pool, *keep, "--min-age", "0s", "--json"])
+        result = json.loads(proc.stdout)
+        server.stop()
+        start = time.perf_counter()
+        subprocess.run(["docker-registry", "garbage-collect", "--delete-untagged", str(server.root / "config.yml")],
+                       check=True, capture_output=True)
+        collect_s = time.perf_counter() - start
+        storage_after = _du(server.storage)
+    finally:
+        server.close()
+        index.close()
+    return {"pool_manifests": result["pool_manifests"], "kept": result["kept"], "deleted": len(result["deleted"]),
+            "deleted_packages": sorted({p for e in result["deleted"] for p in e["packages"]}),
+            "deleted_layer_bytes": result["deleted_bytes"], "gc_s": round(gc_s, 2),
+            "registry_storage_before": storage_before, "registry_storage_after_collect": storage_after,
+            "registry_collect_s": round(collect_s, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pushes", type=int, default=50)
@@ -191,13 +236,15 @@ def main() -> None:
     parser.add_argument("--index-packages", type=int, default=300)
     parser.add_argument("--big-packages", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", choices=["concurrency", "big"])
+    parser.add_argument("--only", choices=["concurrency", "big", "gc"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ocicache-bench-scale-") as tmp:
         work = Path(tmp)
         if args.only in (None, "big"):
             big = bench_big(work, args.big_packages, args.repeat)
             print(json.dumps(big, indent=2))
+        if args.only in (None, "gc"):
+            print(json.dumps(bench_gc(work), indent=2))
         if args.only in (None, "concurrency"):
             rounds = bench_concurrency(work, args.pushes, args.rounds, args.index_packages)
             print(json.dumps(rounds, indent=2))
