@@ -34,7 +34,7 @@ from .populate import Narrowing, export_pylock, find_uv
 from .refs import LayoutRef, RegistryRef, parse_ref
 from .selection import select_packages
 from .signing import SigningError, load_private_key, load_public_key, sign_image, verify_signatures
-from .target import make_target
+from .target import Target, make_target
 from .uvcache import families_of
 
 __all__ = ["VerifyResult", "require_signature", "sign_ref", "verify_image"]
@@ -186,7 +186,7 @@ def verify_image(value: str, lock_path: Path, *, key: Path | None, rebuild: bool
     return result
 
 
-def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, target: Any, narrowing: Narrowing,
+def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, target: Target, narrowing: Narrowing,
                          options: RegistryOptions) -> list[str]:
     from .push import PushOptions, push
 
