@@ -27,19 +27,20 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
     """`require_key`: refuse an image not signed by this public key, before reading any layer."""
     if directory.exists() and not directory.is_dir():
         raise OcicacheError(f"{directory}: exists and is not a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=directory, prefix=".ocicache-pull-"))
-    except OSError as exc:
-        raise OcicacheError(f"{directory}: cannot write: {exc.strerror}") from None
-    try:
-        with Endpoints(options or RegistryOptions()) as endpoints:
-            source, tag, ref = endpoints.source(value)
-            image = open_image(source, tag, str(ref), platform)
-            if require_key is not None:
-                from .verify import require_signature
+    created = not directory.exists()
+    with Endpoints(options or RegistryOptions()) as endpoints:
+        source, tag, ref = endpoints.source(value)
+        image = open_image(source, tag, str(ref), platform)
+        if require_key is not None:  # before anything is written, let alone a layer read
+            from .verify import require_signature
 
-                require_signature(image, require_key)
+            require_signature(image, require_key)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=directory, prefix=".ocicache-pull-"))
+        except OSError as exc:
+            raise OcicacheError(f"{directory}: cannot write: {exc.strerror}") from None
+        try:
             # A stacked image (push --base): only the cache's layers, out of the directory they sit under.
             downloaded = 0
             layers = image.cache_layers()
@@ -47,11 +48,15 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
                 with image.open_layer(layer) as tf:
                     extract_members(tf, staging, f"{ref} layer {layer.digest}", strip=image.stack_root)
                 downloaded += layer.size
-            pulled = len(layers)
-            desc = image.descriptor
-        files = _merge(staging, directory)
-    finally:
+            files = _merge(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                shutil.rmtree(directory, ignore_errors=True)  # nothing of a failed pull stays behind
+            raise
         shutil.rmtree(staging, ignore_errors=True)
+    pulled = len(layers)
+    desc = image.descriptor
     return {"reference": str(ref), "manifest_digest": str(desc.digest), "directory": str(directory),
             "layers": pulled, "files": files, "bytes": downloaded}
 

@@ -106,7 +106,7 @@ def test_a_tampered_image_is_named_by_verify_rebuild_and_refused_without_its_sig
     refused = ocicache("pull", ref, tmp_path / "cache-bad", "--require-signature", "--key", pub, check=False)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert "signature required and no signature" in refused.stderr and "Traceback" not in refused.stderr
-    assert not (tmp_path / "cache-bad").exists() or not any((tmp_path / "cache-bad").iterdir())
+    assert not (tmp_path / "cache-bad").exists()  # refused before anything was written
     check = ocicache("check", ref, lock, "--require-signature", "--key", pub, check=False)
     assert check.returncode == 1 and "signature required" in check.stderr
     signed_check = ocicache("verify", ref, lock, "--key", pub, check=False)
