@@ -101,6 +101,12 @@ def _document(body: bytes, where: str) -> dict[str, Any]:
     return doc
 
 
+def _short(value: object) -> str:
+    """A value from a document, as an error may quote it (hostile documents hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _descriptor(raw: object, where: str, what: str) -> Descriptor:
     try:
         if not isinstance(raw, dict):
@@ -119,8 +125,8 @@ def parse_manifest(body: bytes, where: str) -> dict[str, Any]:
     media_type = doc.get("mediaType", oci.MANIFEST_MEDIA_TYPE)
     if doc.get("schemaVersion") != 2 or not isinstance(media_type, str) or media_type not in MANIFEST_TYPES \
             or not isinstance(doc.get("layers"), list):
-        raise ImageError(f"{where}: not an image manifest (schemaVersion {doc.get('schemaVersion')!r}, "
-                         f"media type {media_type!r})")
+        raise ImageError(f"{where}: not an image manifest (schemaVersion {_short(doc.get('schemaVersion'))}, "
+                         f"media type {_short(media_type)})")
     _descriptor(doc.get("config"), where, "config")
     for raw in doc["layers"]:
         _descriptor(raw, where, "layer")
@@ -159,7 +165,7 @@ def open_image(source: ImageSource, ref: str, where: str, platform: str | None =
         return _open_manifest(source, desc, body, where)
     index_type = doc.get("mediaType", oci.INDEX_MEDIA_TYPE)
     if not isinstance(index_type, str) or index_type not in INDEX_TYPES:
-        raise ImageError(f"{where}: not an image index (media type {doc.get('mediaType')!r})")
+        raise ImageError(f"{where}: not an image index (media type {_short(doc.get('mediaType'))})")
     children = _children(doc, where)
     platforms = tuple(p for _, p in children)
     wanted = (platform or (platforms[0] if len(platforms) == 1 else host_oci_platform())).removesuffix("/v8")

@@ -169,15 +169,16 @@ def verify_image(value: str, lock_path: Path, *, key: Path | None, rebuild: bool
         wanted = {(s.name, s.version): s for s in selection.selected}
         entries = [p for layer in image.cache_layers() for p in layer_packages(layer)]
         result.packages = len(entries)
-        for entry in entries:
-            name, version = str(entry.get("name")), str(entry.get("version"))
+        for entry in entries:  # annotations are the image's word: quoted, never at length
+            name, version = str(entry.get("name"))[:100], str(entry.get("version"))[:50]
             selected = wanted.get((name, version))
             if selected is None:
                 result.problems.append(f"{name} {version}: in the image, not selected by the lock for "
                                        f"{target.describe()}")
             elif entry.get("hash") != selected.hash or entry.get("artifact") != selected.artifact:
-                result.problems.append(f"{name} {version}: the image records {entry.get('artifact')} "
-                                       f"{entry.get('hash')}, the lock selects {selected.artifact} {selected.hash}")
+                result.problems.append(f"{name} {version}: the image records {str(entry.get('artifact'))[:200]} "
+                                       f"{str(entry.get('hash'))[:80]}, the lock selects {selected.artifact} "
+                                       f"{selected.hash}")
         files = _read_files(image)  # every layer verified on the way
         result.layers_verified = len(image.cache_layers())
         if rebuild:
@@ -193,7 +194,7 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
     ann = image.annotations
     families = families_of(ann.get(oci.A_CACHE_FORMAT, ""))
     if not families:
-        raise UsageError(f"{image.where}: its cache format {ann.get(oci.A_CACHE_FORMAT)!r} is not one this "
+        raise UsageError(f"{image.where}: its cache format {str(ann.get(oci.A_CACHE_FORMAT))[:80]!r} is not one this "
                          "ocicache knows; cannot rebuild it")
     with tempfile.TemporaryDirectory(prefix="ocicache-rebuild-") as scratch:
         layout = Path(scratch) / "rebuilt"
