@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tarfile
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import oci
@@ -91,13 +91,13 @@ def platform_of(doc: dict[str, Any]) -> str:
     return f"{doc.get('os')}/{doc.get('architecture')}" + (f"/{variant}" if variant else "")
 
 
-def _document(body: bytes, where: str) -> dict[str, Any]:
+def _json_object(data: bytes, where: str, what: str) -> dict[str, Any]:
     try:
-        doc = json.loads(body)
+        doc = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ImageError(f"{where}: the manifest is not JSON (or nested beyond reason)") from None
+        raise ImageError(f"{where}: the {what} is not JSON (or nested beyond reason)") from None
     if not isinstance(doc, dict):
-        raise ImageError(f"{where}: the manifest is not a JSON object")
+        raise ImageError(f"{where}: the {what} is not a JSON object")
     return doc
 
 
@@ -121,7 +121,10 @@ def _descriptor(raw: object, where: str, what: str) -> Descriptor:
 
 def parse_manifest(body: bytes, where: str) -> dict[str, Any]:
     """An image manifest, checked for shape (not for the existence of its blobs)."""
-    doc = _document(body, where)
+    return _check_manifest(_json_object(body, where, "manifest"), where)
+
+
+def _check_manifest(doc: dict[str, Any], where: str) -> dict[str, Any]:
     media_type = doc.get("mediaType", oci.MANIFEST_MEDIA_TYPE)
     if doc.get("schemaVersion") != 2 or not isinstance(media_type, str) or media_type not in MANIFEST_TYPES \
             or not isinstance(doc.get("layers"), list):
@@ -135,8 +138,23 @@ def parse_manifest(body: bytes, where: str) -> dict[str, Any]:
     return doc
 
 
-def _resolve(source: ImageSource, ref: str, where: str) -> tuple[Descriptor, bytes]:
+_Found = tuple[Descriptor, bytes, dict[str, Any]]  # what a reference resolved to, parsed once
+
+
+def _resolve(source: ImageSource, ref: str, where: str) -> _Found | None:
     found = source.get_manifest(ref)
+    if found is None:
+        return None
+    desc, body = found
+    doc = _json_object(body, where, "manifest")
+    if _is_index(doc):
+        index_type = doc.get("mediaType", oci.INDEX_MEDIA_TYPE)
+        if not isinstance(index_type, str) or index_type not in INDEX_TYPES:
+            raise ImageError(f"{where}: not an image index (media type {_short(doc.get('mediaType'))})")
+    return desc, body, doc
+
+
+def _required(found: _Found | None, where: str) -> _Found:
     if found is None:
         raise ImageError(f"{where}: no such image")
     return found
@@ -159,13 +177,9 @@ def _is_index(doc: dict[str, Any]) -> bool:
 def open_image(source: ImageSource, ref: str, where: str, platform: str | None = None) -> SourceImage:
     """The image at `ref` (a tag or digest); for an index, the child for `platform` (by default the
     only one, else this machine's)."""
-    desc, body = _resolve(source, ref, where)
-    doc = _document(body, where)
+    desc, body, doc = _required(_resolve(source, ref, where), where)
     if not _is_index(doc):
-        return _open_manifest(source, desc, body, where)
-    index_type = doc.get("mediaType", oci.INDEX_MEDIA_TYPE)
-    if not isinstance(index_type, str) or index_type not in INDEX_TYPES:
-        raise ImageError(f"{where}: not an image index (media type {_short(doc.get('mediaType'))})")
+        return _open_manifest(source, desc, body, doc, where)
     children = _children(doc, where)
     platforms = tuple(p for _, p in children)
     wanted = (platform or (platforms[0] if len(platforms) == 1 else host_oci_platform())).removesuffix("/v8")
@@ -173,35 +187,32 @@ def open_image(source: ImageSource, ref: str, where: str, platform: str | None =
     if not match:
         raise ImageError(f"{where}: no image for {wanted} (platforms: {', '.join(platforms) or 'none'}); "
                          "pass --platform")
-    image = _open_child(source, match[0], where)
-    return _with_platforms(image, platforms, desc)
+    return replace(_open_child(source, match[0], where), platforms=platforms, index=desc)
 
 
 def open_images(source: ImageSource, ref: str, where: str) -> tuple[list[SourceImage], tuple[Descriptor, bytes] | None]:
     """Every image at `ref`: the one image, or each child of an index (then also the index itself)."""
-    desc, body = _resolve(source, ref, where)
-    doc = _document(body, where)
+    return _all_images(source, _required(_resolve(source, ref, where), where), where)
+
+
+def find_images(source: ImageSource, ref: str, where: str) -> list[SourceImage]:
+    """Like `open_images`, but no image at `ref` is an empty list (an image to reuse, if there is one)."""
+    found = _resolve(source, ref, where)
+    return [] if found is None else _all_images(source, found, where)[0]
+
+
+def _all_images(source: ImageSource, found: _Found, where: str
+                ) -> tuple[list[SourceImage], tuple[Descriptor, bytes] | None]:
+    desc, body, doc = found
     if not _is_index(doc):
-        return [_open_manifest(source, desc, body, where)], None
+        return [_open_manifest(source, desc, body, doc, where)], None
     children = _children(doc, where)
     if not children or len(children) != len(doc["manifests"]):
         raise ImageError(f"{where}: the index lists {len(doc['manifests'])} entries, {len(children)} of them "
                          "images with a platform; ocicache reads only indexes of platform images")
     platforms = tuple(p for _, p in children)
-    return [_with_platforms(_open_child(source, d, where), platforms, desc) for d, _ in children], (desc, body)
-
-
-def find_images(source: ImageSource, ref: str, where: str) -> list[SourceImage]:
-    """Like `open_images`, but no image at `ref` is an empty list (an image to reuse, if there is one)."""
-    if source.get_manifest(ref) is None:
-        return []
-    return open_images(source, ref, where)[0]
-
-
-def _with_platforms(image: SourceImage, platforms: tuple[str, ...], index: Descriptor) -> SourceImage:
-    from dataclasses import replace
-
-    return replace(image, platforms=platforms, index=index)
+    return [replace(_open_child(source, d, where), platforms=platforms, index=desc) for d, _ in children], \
+        (desc, body)
 
 
 def _open_child(source: ImageSource, desc: Descriptor, where: str) -> SourceImage:
@@ -209,24 +220,21 @@ def _open_child(source: ImageSource, desc: Descriptor, where: str) -> SourceImag
     if found is None:
         raise ImageError(f"{where}: the index names {desc.digest}, which is missing")
     _, body = found  # fetched by digest: the source verified it
-    child = Descriptor(media_type=desc.media_type, digest=desc.digest, size=len(body), platform=desc.platform)
-    if _is_index(_document(body, where)):
+    doc = _json_object(body, where, "manifest")
+    if _is_index(doc):
         raise ImageError(f"{where}: an index inside an index is not supported")
-    return _open_manifest(source, child, body, where)
+    child = Descriptor(media_type=desc.media_type, digest=desc.digest, size=len(body), platform=desc.platform)
+    return _open_manifest(source, child, body, doc, where)
 
 
-def _open_manifest(source: ImageSource, desc: Descriptor, body: bytes, where: str) -> SourceImage:
-    doc = parse_manifest(body, where)
+def _open_manifest(source: ImageSource, desc: Descriptor, body: bytes, doc: dict[str, Any],
+                   where: str) -> SourceImage:
+    _check_manifest(doc, where)
     config_desc = _descriptor(doc["config"], where, "config")
     if config_desc.size > MAX_CONFIG_BYTES:
         raise ImageError(f"{where}: the config claims {config_desc.size} bytes (more than {MAX_CONFIG_BYTES})")
     config_bytes = source.read_blob(config_desc.digest, limit=MAX_CONFIG_BYTES)
-    try:
-        config = json.loads(config_bytes)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ImageError(f"{where}: the image config is not JSON (or nested beyond reason)") from None
-    if not isinstance(config, dict):
-        raise ImageError(f"{where}: the image config is not a JSON object")
+    config = _json_object(config_bytes, where, "image config")
     rootfs = config.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or len(diff_ids) != len(doc["layers"]):

@@ -250,10 +250,15 @@ def _extract_members(tf: tarfile.TarFile, root: Path, where: str, wanted: Callab
         written.append(name)
 
 
-def _remove_escaping(root: Path, links: list[Path]) -> None:
+def _remove_escaping(root: Path, links: list[Path]) -> list[tuple[Path, str]]:
+    """Remove every link of `links` that resolves (through whatever is on disk) outside `root`."""
+    real = Path(os.path.realpath(root))
+    removed = []
     for link in links:
-        if link.is_symlink() and not resolves_inside(Path(os.path.realpath(root)), link):
+        if link.is_symlink() and not resolves_inside(real, link):
+            removed.append((Path(os.path.relpath(link, root)), os.readlink(link)))
             link.unlink()
+    return removed
 
 
 def resolves_inside(root: Path, path: Path) -> bool:
@@ -262,12 +267,9 @@ def resolves_inside(root: Path, path: Path) -> bool:
 
 
 def check_links_inside(root: Path, links: list[Path], where: str) -> None:
-    """Every link in `links` must resolve (through whatever is on disk) inside `root`; one that does
-    not is removed and refused."""
-    root = Path(os.path.realpath(root))
-    for link in links:
-        if link.is_symlink() and not resolves_inside(root, link):
-            text = os.readlink(link)
-            link.unlink()
-            raise UnsafeLayerError(f"{where}: refusing link {link.relative_to(root)!s} -> {text!r} "
-                                   "(it resolves outside the directory through another link)")
+    """Every link in `links` must resolve inside `root`; those that do not are removed and refused."""
+    removed = _remove_escaping(root, links)
+    if removed:
+        name, text = removed[0]
+        raise UnsafeLayerError(f"{where}: refusing link {name!s} -> {text!r} "
+                               "(it resolves outside the directory through another link)")

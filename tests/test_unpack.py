@@ -63,6 +63,16 @@ def test_pull_resolves_links_against_what_the_cache_directory_already_holds(tmp_
     assert not (cache / "a" / "esc").is_symlink()
 
 
+def test_an_escaping_link_in_a_relative_cache_directory_is_one_clear_line(tmp_path):
+    """The refusal names the link relative to DIR even when DIR is given as a relative path."""
+    write_layout(tmp_path / "img", "t", [tar_bytes([("a", "dir", b""), ("a/esc", "symlink", "up/..")])])
+    (tmp_path / "cache" / "a").mkdir(parents=True)
+    os.symlink("..", tmp_path / "cache" / "a" / "up")
+    run = ocicache("pull", "oci:img:t", "cache", cwd=tmp_path, check=False)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "refusing link a/esc -> 'up/..'" in run.stderr
+
+
 def _layer(data: bytes) -> Descriptor:
     return Descriptor(media_type=LAYER_GZIP_MEDIA_TYPE, digest=Digest.of(data), size=len(data))
 
