@@ -7,7 +7,6 @@ Nothing is downloaded but the manifest.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .image import layer_packages, open_image
 from .lock import read_lock
-from .populate import Narrowing, export_pylock, find_uv
-from .selection import select_packages
+from .populate import Narrowing, select_for_target
 from .target import make_target
 from .uvcache import families_of, family_for_uv
 
@@ -48,10 +46,8 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     lock = read_lock(lock_path)
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
-    tool = find_uv(None)
     wanted = family_for_uv(uv_version) if uv_version is not None else None  # refused before any work
-    with tempfile.TemporaryDirectory(prefix="ocicache-check-") as scratch:
-        selection = select_packages(export_pylock(tool, lock.path, narrowing, Path(scratch) / "cache"), lock, target)
+    selection = select_for_target(lock, narrowing, target)
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, ref = endpoints.source(image)
         image = open_image(source, tag, str(ref), target.oci_platform)

@@ -86,11 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{supported_range()}, each format's pointers beside one copy of the wheels)")
     _dockerfile_arguments(push, "push for exactly the target and uv release that build uses (no target flags "
                                 "needed; flags given win)")
-    sel = push.add_argument_group("selection (default: every workspace package, extra and group)")
-    sel.add_argument("--package", action="append", default=[], help="only this workspace member (repeatable)")
-    sel.add_argument("--extra", action="append", default=[], help="only these extras (repeatable)")
-    sel.add_argument("--group", action="append", default=[], help="only these dependency groups (repeatable)")
-    sel.add_argument("--no-dev", action="store_true", help="leave out the dev group")
+    _selection_arguments(push, "selection (default: every workspace package, extra and group)")
     lay = push.add_argument_group("layers")
     lay.add_argument("--max-layers", type=_layers, default=DEFAULT_MAX_LAYERS,
                      help=f"layer budget, at most {MAX_LAYERS_CAP} (default: {DEFAULT_MAX_LAYERS})")
@@ -150,11 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the uv release your build runs: checked against the releases the image serves")
     _dockerfile_arguments(check, "check for that build: its target, its uv, and where its uv looks for the cache "
                                  "(USER, HOME, UV_CACHE_DIR) against where the Dockerfile mounts it")
-    csel = check.add_argument_group("selection: the flags your `uv sync` uses (default: everything)")
-    csel.add_argument("--package", action="append", default=[])
-    csel.add_argument("--extra", action="append", default=[])
-    csel.add_argument("--group", action="append", default=[])
-    csel.add_argument("--no-dev", action="store_true")
+    _selection_arguments(check, "selection: the flags your `uv sync` uses (default: everything)")
     check.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _signature_arguments(check, "check")
     _registry_arguments(check)
@@ -176,11 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fill the cache again from the index and compare it file by file (downloads the lock)")
     verify.add_argument("--platform", help="for an index: the platform to verify (default: the only one, or "
                                            "this machine's)")
-    vsel = verify.add_argument_group("selection: as the push was made (default: everything)")
-    vsel.add_argument("--package", action="append", default=[])
-    vsel.add_argument("--extra", action="append", default=[])
-    vsel.add_argument("--group", action="append", default=[])
-    vsel.add_argument("--no-dev", action="store_true")
+    _selection_arguments(verify, "selection: as the push was made (default: everything)")
     verify.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _registry_arguments(verify)
 
@@ -236,6 +224,15 @@ def _image_arguments(parser: argparse.ArgumentParser, verb: str, *,
     parser.add_argument("--platform",
                         help=f"for an index: the platform to {verb} (default: the only one, or this machine's)")
     _registry_arguments(parser)
+
+
+def _selection_arguments(parser: argparse.ArgumentParser, title: str) -> None:
+    """`uv sync`'s narrowing flags (--package, --extra, --group, --no-dev), read by `_narrowing`."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--package", action="append", default=[], help="only this workspace member (repeatable)")
+    group.add_argument("--extra", action="append", default=[], help="only these extras (repeatable)")
+    group.add_argument("--group", action="append", default=[], help="only these dependency groups (repeatable)")
+    group.add_argument("--no-dev", action="store_true", help="leave out the dev group")
 
 
 def _signature_arguments(parser: argparse.ArgumentParser, verb: str) -> None:

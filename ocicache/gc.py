@@ -31,7 +31,7 @@ from .dest import write_image
 from .dest.options import RegistryOptions
 from .dest.registry import Registry, RegistryError
 from .endpoints import Endpoints
-from .errors import UsageError
+from .errors import DestinationError, UsageError
 from .image import ImageError, find_images, layer_packages, parse_manifest
 from .oci import Descriptor, Digest, canonical_json
 from .pool import pool_tag
@@ -113,7 +113,8 @@ def _referenced(repo: Registry, jobs: int, notes: list[str]) -> set[str]:
             for layer in image.layers:
                 if oci.A_LAYER_KEY in layer.annotations:
                     out.add(pool_tag(layer.annotations[oci.A_LAYER_KEY]))
-                out |= {pool_tag(str(p["key"])) for p in layer_packages(layer) if str(p.get("key", "")).count(":")}
+                out |= {pool_tag(key) for p in layer_packages(layer)
+                        if isinstance(key := p.get("key"), str) and key.startswith("sha256:")}
         return out
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -157,7 +158,7 @@ def _read_state(pool: Registry) -> dict[str, float]:
         config = Descriptor.from_json(json.loads(found[1])["config"])
         state = json.loads(pool.read_blob(config.digest, limit=16 << 20)).get("unreferenced_since", {})
         return {str(k): float(v) for k, v in state.items()}
-    except (ValueError, KeyError, TypeError, AttributeError, ImageError):
+    except (ValueError, KeyError, TypeError, AttributeError, DestinationError):
         return {}  # unreadable: start afresh (it only delays deletions)
 
 

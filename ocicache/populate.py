@@ -12,15 +12,18 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PopulateError, UsageError
+from .lock import Lock
+from .selection import Selection, select_packages
 from .target import Target
 from .uvcache import CacheFamily, family_for_uv
 
-__all__ = ["Narrowing", "UvTool", "export_pylock", "find_uv", "populate_cache"]
+__all__ = ["Narrowing", "UvTool", "export_pylock", "find_uv", "populate_cache", "select_for_target"]
 
 _STDERR_TAIL = 6
 # Settings that would point uv at another cache or change what it fetches behind our back.
@@ -126,6 +129,13 @@ def export_pylock(uv: UvTool, lock_path: Path, narrowing: Narrowing, cache_dir: 
     args = [str(uv.path), "export", "--frozen", "--format", "pylock.toml", "--no-emit-workspace",
             "--no-emit-local", "--no-header", "--cache-dir", str(cache_dir), *narrowing.export_args()]
     return _run(args, cwd=project, what="uv export", env=_Env().build())
+
+
+def select_for_target(lock: Lock, narrowing: Narrowing, target: Target) -> Selection:
+    """What `uv sync` on `target` installs from `lock` (check and verify compare an image with it)."""
+    with tempfile.TemporaryDirectory(prefix="ocicache-export-") as scratch:
+        return select_packages(export_pylock(find_uv(None), lock.path, narrowing, Path(scratch) / "cache"), lock,
+                               target)
 
 
 def filter_pylock(pylock_text: str, keep: set[str]) -> str:

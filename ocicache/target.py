@@ -99,9 +99,9 @@ class Target:
         """
         host = host or BuildHost.current()
         supported = set(self.tags())
+        platforms = (*self.platform_tags(), "any")
         for text in wheel_tags:
             for tag in parse_tag(text) if text else ():
-                platforms = (*self.platform_tags(), "any")
                 if tag.platform == f"linux_{host.arch}":
                     if (host.arch, host.libc) != (self.arch, self.libc) or host.libc_level > self.libc_level:
                         continue

@@ -28,11 +28,10 @@ from .dest.layout import open_layout_for_write
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import UsageError
-from .image import SourceImage, layer_packages, open_image
+from .image import ImageError, SourceImage, layer_packages, open_image
 from .lock import read_lock
-from .populate import Narrowing, export_pylock, find_uv
+from .populate import Narrowing, select_for_target
 from .refs import LayoutRef, RegistryRef, parse_ref
-from .selection import select_packages
 from .signing import SigningError, load_private_key, load_public_key, sign_image, verify_signatures
 from .target import Target, make_target
 from .uvcache import families_of
@@ -162,10 +161,12 @@ def verify_image(value: str, lock_path: Path, *, key: Path | None, rebuild: bool
         if not pp or not python:
             raise UsageError(f"{ref}: not an ocicache image (no target annotations); nothing to verify against")
         lock = read_lock(lock_path)
-        target = make_target(platform=None, python=python, python_platform=pp, requires_python=None)
-        with tempfile.TemporaryDirectory(prefix="ocicache-verify-") as scratch:
-            selection = select_packages(export_pylock(find_uv(None), lock.path, narrowing, Path(scratch) / "c"),
-                                        lock, target)
+        try:
+            target = make_target(platform=None, python=python, python_platform=pp, requires_python=None)
+        except UsageError:
+            raise ImageError(f"{ref}: its target annotations ({python[:20]}, {pp[:60]}) name no target ocicache "
+                             "knows") from None
+        selection = select_for_target(lock, narrowing, target)
         wanted = {(s.name, s.version): s for s in selection.selected}
         entries = [p for layer in image.cache_layers() for p in layer_packages(layer)]
         result.packages = len(entries)

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-from benchlib import mirror, quiesce, relock, serve  # noqa: E402
+from benchlib import OCICACHE_VMHWM, mirror, quiesce, relock, serve  # noqa: E402
 
 PROJECTS = {
     "example": (REPO / "examples" / "demo" / "pyproject.toml").read_text(),
@@ -45,16 +45,6 @@ dependencies = ["numpy", "pandas", "scipy", "pyarrow", "matplotlib", "scikit-lea
 package = false
 """,
 }
-# ocicache's own peak: VmHWM belongs to the process's current address space (reset by exec), so unlike
-# ru_maxrss it cannot inherit the launcher's size.
-SELF_RSS = (
-    "import re, sys\n"
-    "from ocicache.cli import main\n"
-    "code = main(sys.argv[2:])\n"
-    "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
-    "open(sys.argv[1], 'w').write(hwm)\n"
-    "raise SystemExit(code)\n"
-)
 
 
 def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[float, int]:
@@ -96,7 +86,7 @@ def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
         for label in ("push cold", "push again"):
             rss_file = scratch / "self-rss"
             quiesce()
-            t, rss = run([sys.executable, "-c", SELF_RSS, str(rss_file), "push", str(lock), dest, "--progress",
+            t, rss = run([sys.executable, "-c", OCICACHE_VMHWM, str(rss_file), "push", str(lock), dest, "--progress",
                           "never"], env=env)
             results[label].append((t, rss, int(rss_file.read_text())))
     # The same lock as an image for one uv family only: what serving every release costs in bytes.

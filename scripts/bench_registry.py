@@ -26,17 +26,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib import OCICACHE_VMHWM  # noqa: E402
 
 from tests.support.pkgindex import PackageIndex  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
-
-VMHWM = (
-    "import re, sys\n"
-    "from ocicache.cli import main\n"
-    "code = main(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-    "raise SystemExit(code)\n"
-)
 
 
 def timed(cmd: list[str], **kwargs: object) -> tuple[float, str]:
@@ -89,7 +84,7 @@ def bench_big(work: Path, size_mib: int, repeat: int) -> dict[str, object]:
                 ref = f"{server.host}/bench/{tool}:big"
                 if tool == "ocicache":
                     hwm = work / "hwm"
-                    t, _ = timed([sys.executable, "-c", VMHWM, str(hwm), "copy", f"oci:{layout}:big", ref])
+                    t, _ = timed([sys.executable, "-c", OCICACHE_VMHWM, str(hwm), "copy", f"oci:{layout}:big", ref])
                     rss.append(int(hwm.read_text()) / 1024)
                 else:
                     t, _ = timed(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:big",

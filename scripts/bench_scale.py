@@ -30,6 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib import OCICACHE_VMHWM  # noqa: E402
 
 from tests.support.pkgindex import PackageIndex  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
@@ -47,13 +50,6 @@ UV = str(REPO / ".venv" / "bin" / "uv")
 OCICACHE = [sys.executable, "-m", "ocicache"]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("UV_")} | {"UV_PYTHON_DOWNLOADS": "never",
                                                                           "NO_PROXY": "127.0.0.1"}
-VMHWM = (
-    "import re, sys\n"
-    "from ocicache.cli import main\n"
-    "code = main(sys.argv[2:])\n"
-    "open(sys.argv[1], 'w').write(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
-    "raise SystemExit(code)\n"
-)
 
 
 def run(args: list[str], check: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -156,7 +152,7 @@ def bench_big(work: Path, packages: int, repeat: int) -> dict[str, object]:
         ref = f"{server.host}/big/app:main"
         hwm = work / "hwm"
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", VMHWM, str(hwm), "push", str(lock), ref, "--json",
+        proc = subprocess.run([sys.executable, "-c", OCICACHE_VMHWM, str(hwm), "push", str(lock), ref, "--json",
                                "--progress", "always"], capture_output=True, text=True, env=ENV)
         cold = time.perf_counter() - start
         if proc.returncode != 0:

@@ -17,7 +17,18 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-__all__ = ["mirror", "quiesce", "relock", "serve"]
+__all__ = ["OCICACHE_VMHWM", "mirror", "quiesce", "relock", "serve"]
+
+# `python -c OCICACHE_VMHWM FILE ARGS…` runs `ocicache ARGS…` and writes its own peak memory (KiB) to
+# FILE: VmHWM belongs to the process's current address space (reset by exec), so unlike ru_maxrss it
+# cannot inherit the launcher's size.
+OCICACHE_VMHWM = (
+    "import re, sys\n"
+    "from ocicache.cli import main\n"
+    "code = main(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+    "raise SystemExit(code)\n"
+)
 
 
 def quiesce() -> None:
