@@ -265,9 +265,13 @@ def _claim_partial(path: Path) -> tuple[Path, int]:
         fd = _try_lock(stale)
         if fd is not None:
             return stale, fd
-    staged = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}{_PARTIAL}"))
-    fd = _try_lock(staged)
+    # Made under a name no writer claims, locked, then renamed (the lock follows the directory):
+    # a writer looking for stale staging directories never takes one that is being born.
+    fresh = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.ocicache-new-"))
+    fd = _try_lock(fresh)
     assert fd is not None  # nobody else knows its name yet
+    staged = fresh.with_name(fresh.name.replace(".ocicache-new-", _PARTIAL, 1))
+    os.rename(fresh, staged)
     return staged, fd
 
 
