@@ -130,3 +130,14 @@ def assemble_layer_image(layer: LayerDescription, annotations: dict[str, str]) -
     manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest), size=len(manifest))
     return Image(config=config, config_descriptor=config_desc, manifest=manifest, manifest_descriptor=manifest_desc,
                  layers=(layer_desc,))
+
+
+def assemble_record(config_media_type: str, config: bytes, annotations: dict[str, str]) -> Image:
+    """A layerless image that only carries a small document (the pool's records: gc's state, upload
+    claims): its config holds the data, its annotations what a reader needs without fetching it."""
+    config_desc = Descriptor(media_type=config_media_type, digest=Digest.of(config), size=len(config))
+    manifest = canonical_json({"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE,
+                               "config": config_desc.to_json(), "layers": [], "annotations": dict(annotations)})
+    manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest), size=len(manifest))
+    return Image(config=config, config_descriptor=config_desc, manifest=manifest, manifest_descriptor=manifest_desc,
+                 layers=())

@@ -463,6 +463,8 @@ def _gc(args: argparse.Namespace) -> int:
     for entry, age in result.waiting:
         print(f"  waiting: {format_size(entry.layer_size):>10}  {', '.join(entry.packages) or '(cache scaffold)'} "
               f"(unreferenced for {age / 3600:.1f} h)")
+    if result.expired_claims:
+        print(f"  {verb} {result.expired_claims} expired upload claims (left by pushes that stopped)")
     for note in result.notes:
         print(f"  note: {note}")
     return 0

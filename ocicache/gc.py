@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import oci
-from .assemble import Image
+from .assemble import assemble_record
 from .dest import write_image
 from .dest.options import RegistryOptions
 from .dest.registry import Registry, RegistryError
@@ -34,7 +34,7 @@ from .endpoints import Endpoints
 from .errors import DestinationError, UsageError
 from .image import ImageError, find_images, layer_packages, parse_manifest
 from .oci import Descriptor, Digest, canonical_json
-from .pool import pool_tag
+from .pool import Pool, pool_tag
 from .refs import RegistryRef, parse_ref
 
 __all__ = ["GcResult", "collect_garbage", "parse_age"]
@@ -75,6 +75,7 @@ class GcResult:
     kept: int = 0
     deleted: list[PoolEntry] = field(default_factory=list)  # (or, with --dry-run, would be)
     waiting: list[tuple[PoolEntry, float]] = field(default_factory=list)  # unreferenced, younger than --min-age
+    expired_claims: int = 0  # upload claims left by pushes that died (deleted, or with --dry-run, would be)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -83,7 +84,7 @@ class GcResult:
                 "deleted": [e.to_json() for e in self.deleted],
                 "deleted_bytes": sum(e.layer_size for e in self.deleted),
                 "waiting": [{**e.to_json(), "unreferenced_for_seconds": round(age)} for e, age in self.waiting],
-                "notes": self.notes}
+                "expired_claims": self.expired_claims, "notes": self.notes}
 
 
 def _registry_ref(value: str, flag: str) -> RegistryRef:
@@ -164,13 +165,7 @@ def _read_state(pool: Registry) -> dict[str, float]:
 
 def _write_state(pool: Registry, state: dict[str, float]) -> None:
     config = canonical_json({"unreferenced_since": {k: round(v, 3) for k, v in sorted(state.items())}})
-    config_desc = Descriptor(media_type=STATE_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
-    manifest = canonical_json({"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE,
-                               "config": config_desc.to_json(), "layers": [],
-                               "annotations": {"org.opencontainers.image.title": "ocicache gc state"}})
-    manifest_desc = Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest), size=len(manifest))
-    image = Image(config=config, config_descriptor=config_desc, manifest=manifest, manifest_descriptor=manifest_desc,
-                  layers=())
+    image = assemble_record(STATE_MEDIA_TYPE, config, {"org.opencontainers.image.title": "ocicache gc state"})
     write_image(pool, image, [], STATE_TAG)
 
 
@@ -192,7 +187,10 @@ def collect_garbage(pool_value: str, keep: list[str], *, min_age: float, dry_run
         referenced: set[str] = set()
         for ref in keep_refs:
             referenced |= _referenced(endpoints.registry(ref), options.jobs * 2, result.notes)
-        pool_tags = [t for t in pool.list_tags() or [] if t.startswith("k-")]
+        all_tags = pool.list_tags() or []
+        pool_tags = [t for t in all_tags if t.startswith("k-")]
+        claims = Pool(pool, options.jobs * 2).expired_claims(all_tags)
+        result.expired_claims = len(claims)
         entries = _entries(pool, pool_tags, options.jobs * 2)
         result.entries = len(entries)
         result.referenced_tags = sum(1 for t in pool_tags if t in referenced)
@@ -210,11 +208,11 @@ def collect_garbage(pool_value: str, keep: list[str], *, min_age: float, dry_run
                 new_state[str(entry.digest)] = since
         if dry_run:
             return result
-        if not result.deleted and new_state == state:
+        if not result.deleted and not claims and new_state == state:
             return result
         try:
-            for entry in result.deleted:
-                pool.delete_manifest(entry.digest)
+            for digest in [*claims, *(entry.digest for entry in result.deleted)]:
+                pool.delete_manifest(digest)
         except RegistryError as exc:
             raise RegistryError(f"gc {result.pool}: {exc}", status=exc.status, codes=exc.codes) from None
         _write_state(pool, new_state)

@@ -10,28 +10,82 @@ content-addressed; a manifest is written only after its blobs exist in the pool 
 layer-key tag always gets the same bytes (same key ⇒ same layer ⇒ same manifest, which names no
 platform: a pure wheel's layer is published alike by every target's push), and a package-key
 tag written by two jobs points, whichever wins, at a valid layer that holds that package.
+
+Upload claims: pushes that run at once often pack the same new layer (a dependency bumped in many
+repositories). Before uploading a layer it packed, a push claims it: a small layerless manifest
+tagged `c-<hex of the blob digest>` in the pool. Registries offer no atomic create (a tag write is
+last-writer-wins), so a claim follows Fischer's timed mutual exclusion: look (another push's live
+claim: wait for its upload), write ours, wait longer than any push takes between its look and its
+write, look again; the claim is ours only if our write is still there. Claims are advice, never
+needed for correctness: a waiter whose claimant does not deliver within the lease uploads the blob
+itself, and a claim the registry refuses to store or delete changes nothing but the bytes uploaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import secrets
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import oci
-from .assemble import LayerDescription, assemble_layer_image
+from .assemble import Image, LayerDescription, assemble_layer_image, assemble_record
 from .dest import BlobOrigin, put_one
 from .dest.registry import Registry, RegistryError
 from .image import ImageError, parse_manifest
+from .oci import Descriptor, Digest
 from .reuse import KnownLayers
 
-__all__ = ["Pool", "pool_tag"]
+__all__ = ["CLAIM_PREFIX", "Pool", "UploadClaims", "claim_lease", "pool_tag"]
+
+CLAIM_PREFIX = "c-"
+CLAIM_MEDIA_TYPE = "application/vnd.dev.ocicache.upload-claim.v1+json"
+A_CLAIM_BLOB = "dev.ocicache.claim.blob"
+A_CLAIM_CREATED = "dev.ocicache.claim.created"  # seconds since the epoch, the claimant's clock
+A_CLAIM_LEASE = "dev.ocicache.claim.lease-seconds"
+A_CLAIM_NONCE = "dev.ocicache.claim.nonce"
+# Fischer's delay: longer than any push's look-to-write time, measured from our own (the pushes at
+# once share the registry, so theirs are alike), within these bounds.
+CLAIM_SETTLE_MIN_S = 0.5
+CLAIM_SETTLE_MAX_S = 3.0
 
 
 def pool_tag(key: str) -> str:
     """A key as a tag: `k-` + its 64 hex digits (tags allow 128 characters)."""
     return "k-" + key.split(":", 1)[1]
+
+
+def claim_tag(digest: Digest) -> str:
+    return CLAIM_PREFIX + digest.hex
+
+
+def claim_lease(size: int) -> float:
+    """How long a claim holds: time to upload `size` bytes at a slow CI runner's 4 MB/s, plus margin."""
+    return 30.0 + size / 4e6
+
+
+def claim_time_left(manifest: bytes) -> float | None:
+    """Seconds left on the claim in `manifest`, or None if it ran out or cannot be read."""
+    try:
+        notes = json.loads(manifest).get("annotations") or {}
+        lease = float(notes[A_CLAIM_LEASE])
+        left = lease - (time.time() - float(notes[A_CLAIM_CREATED]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return min(left, lease) if left > 0 else None
+
+
+@dataclass
+class UploadClaims:
+    """The outcome of claiming a push's new blobs: which other pushes are uploading (wait for them
+    until the monotonic deadline), and the claim manifests we hold (released after the write)."""
+
+    theirs: dict[Digest, float] = field(default_factory=dict)
+    held: list[Digest] = field(default_factory=list)
 
 
 @dataclass
@@ -100,3 +154,72 @@ class Pool:
                 return sum(executor.map(one, items))
             except RegistryError as exc:
                 raise RegistryError(f"pool {self}: {exc}", status=exc.status, codes=exc.codes) from None
+
+    # -- upload claims ----------------------------------------------------------------------
+    def _live_claim(self, digest: Digest) -> float | None:
+        """Seconds left on another push's claim of `digest`, or None (no claim, expired, unreadable)."""
+        found = self.registry.get_manifest(claim_tag(digest))
+        return None if found is None else claim_time_left(found[1])
+
+    def expired_claims(self, tags: Iterable[str]) -> list[Digest]:
+        """The claim manifests among `tags` whose lease ran out (left by pushes that died; for gc)."""
+        def expired(tag: str) -> Digest | None:
+            found = self.registry.get_manifest(tag)
+            return found[0].digest if found is not None and claim_time_left(found[1]) is None else None
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as executor:
+            return [d for d in executor.map(expired, [t for t in tags if t.startswith(CLAIM_PREFIX)]) if d]
+
+    def claim_uploads(self, descs: Iterable[Descriptor]) -> UploadClaims:
+        """Claim the upload of each blob in `descs` (blobs this push packed and would upload)."""
+        wanted = list({d.digest: d for d in descs}.values())
+        claims = UploadClaims()
+        if not wanted:
+            return claims
+        nonce = secrets.token_hex(12)
+        config = oci.canonical_json({})
+        ours: dict[Digest, Image] = {}
+        slowest = 0.0
+
+        def claim(desc: Descriptor) -> None:
+            nonlocal slowest
+            started = time.monotonic()
+            left = self._live_claim(desc.digest)
+            if left is not None:
+                claims.theirs[desc.digest] = time.monotonic() + left
+                return
+            record = assemble_record(CLAIM_MEDIA_TYPE, config, {
+                A_CLAIM_BLOB: str(desc.digest), A_CLAIM_NONCE: nonce, A_CLAIM_CREATED: f"{time.time():.3f}",
+                A_CLAIM_LEASE: f"{claim_lease(desc.size):.0f}"})
+            self.registry.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(desc.digest))
+            ours[desc.digest] = record
+            slowest = max(slowest, time.monotonic() - started)
+
+        def confirm(desc: Descriptor) -> None:
+            found = self.registry.get_manifest(claim_tag(desc.digest))
+            if found is None or found[0].digest != ours[desc.digest].manifest_descriptor.digest:
+                claims.theirs[desc.digest] = time.monotonic() + claim_lease(desc.size)  # a later writer won
+
+        try:
+            if not self.registry.has_blob(Digest.of(config)):
+                self.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config),
+                                                  size=len(config)), lambda: io.BytesIO(config))
+            with ThreadPoolExecutor(max_workers=self.jobs) as executor:
+                list(executor.map(claim, wanted))
+                if ours:
+                    time.sleep(min(CLAIM_SETTLE_MAX_S, max(CLAIM_SETTLE_MIN_S, 3 * slowest)))
+                    list(executor.map(confirm, [d for d in wanted if d.digest in ours]))
+        except RegistryError:
+            claims.theirs.clear()  # claims are advice: a registry that will not keep them gets plain uploads
+        claims.held = [record.manifest_descriptor.digest for record in ours.values()]
+        return claims
+
+    def release(self, claims: UploadClaims) -> None:
+        """Delete the claims we hold (best effort: a registry without deletes keeps them until they expire)."""
+        def drop(digest: Digest) -> None:
+            with contextlib.suppress(RegistryError):
+                self.registry.delete_manifest(digest)
+
+        if claims.held:
+            with ThreadPoolExecutor(max_workers=self.jobs) as executor:
+                list(executor.map(drop, claims.held))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -228,7 +229,16 @@ class _Destination:
 
             order = list(blobs)
             random.Random(os.getpid() ^ time.time_ns()).shuffle(order)
-            return write_images(registry, images, order, self.tag, index=index, jobs=jobs, on_blob=share)
+            # What this push packed and may have to upload is claimed first; what another push has
+            # claimed goes last, to be mounted from the pool once that push has uploaded it.
+            claims = pool.claim_uploads(d for d, o in order if o.path is not None and o.source_may_lack)
+            order = [(d, dataclasses.replace(o, wait_until=claims.theirs[d.digest])) if d.digest in claims.theirs
+                     else (d, o) for d, o in order]
+            order.sort(key=lambda item: item[0].digest in claims.theirs)
+            try:
+                return write_images(registry, images, order, self.tag, index=index, jobs=jobs, on_blob=share)
+            finally:
+                pool.release(claims)
         assert isinstance(self.ref, LayoutRef)
         with open_layout_for_write(self.ref.path) as layout:
             return write_images(layout, images, blobs, self.tag, index=index, jobs=jobs)

@@ -39,6 +39,7 @@ def test_concurrent_pushes_through_one_pool_on_in_memory_storage(scale_index, tm
     server.start()
     try:
         rounds = []
+        seen: dict[str, int] = {}
         for r in range(2):
             locks = [write_project(tmp_path / f"r{r}-svc{i}", deps, index.url, uv_bin(), tmp_path / "lock-cache",
                                    hermetic_env())
@@ -55,6 +56,10 @@ def test_concurrent_pushes_through_one_pool_on_in_memory_storage(scale_index, tm
             assert [p.stderr for p in procs if p.returncode != 0] == []
             log = (server.root / "registry.log").read_bytes()[offset:].decode(errors="replace")
             outs = [json.loads(p.stdout) for p in procs]
+            new = {layer["digest"]: layer["size"] for o in outs for layer in o["layers"] if layer["digest"] not in seen}
+            seen |= new
+            # each new layer uploaded once, whichever of the pushes at once packed it (upload claims)
+            assert sum(o["bytes_uploaded"] for o in outs) == sum(new.values())
             rounds.append((sum(count_requests(log).values()) / len(locks), outs))
             for i in range(len(locks)):
                 assert missing_blobs(server.host, f"svc{i}/app", [f"r{r}"]) == []

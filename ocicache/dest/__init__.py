@@ -8,6 +8,7 @@ tag, so an interrupted write never leaves a tag pointing at missing data.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,11 +57,14 @@ class BlobOrigin:
     """Where a blob's bytes can be had: a local file, or an image source that holds it.
 
     `source_may_lack`: the source is only a chance (the pool, for a layer packed here that another
-    push may have published meanwhile): asked first, and mounted from only if it has the blob."""
+    push may have published meanwhile): asked first, and mounted from only if it has the blob.
+    `wait_until`: another push is uploading it to that source (an upload claim, pool.py): ask again
+    until this `time.monotonic()` deadline before uploading it from `path`."""
 
     path: Path | None = None
     source: ImageSource | None = None
     source_may_lack: bool = False
+    wait_until: float | None = None
 
 
 Outcome = Literal["present", "mounted", "uploaded"]
@@ -83,13 +87,24 @@ def _same_registry(dest: object, source: object) -> bool:
         getattr(dest.client, "host", None) == getattr(source.client, "host", None)
 
 
+def _appears(source: ImageSource, digest: Digest, deadline: float | None) -> bool:
+    """Whether `source` has the blob, asking again with growing pauses until `deadline`."""
+    pause = 0.2
+    while not source.has_blob(digest):
+        if deadline is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, 2.0)
+    return True
+
+
 def put_one(dest: Destination, desc: Descriptor, origin: BlobOrigin) -> Outcome:
     """Make one blob exist at `dest`: already there, mounted, or uploaded from its origin."""
     if dest.has_blob(desc.digest):
         return "present"
     source = origin.source
-    if source is not None and _same_registry(dest, source) and (not origin.source_may_lack
-                                                                or source.has_blob(desc.digest)):
+    if source is not None and _same_registry(dest, source) and (
+            not origin.source_may_lack or _appears(source, desc.digest, origin.wait_until)):
         assert isinstance(dest, Mounter) and isinstance(source, Mounter)
         if source.repository == dest.repository or dest.mount_blob(desc, source.repository):
             return "mounted"

@@ -1,0 +1,141 @@
+"""Upload claims (pool.py): pushes running at once upload each new blob once, against a real registry."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ocicache import oci
+from ocicache.assemble import assemble_record
+from ocicache.dest import BlobOrigin, put_one
+from ocicache.dest.options import RegistryOptions
+from ocicache.endpoints import Endpoints
+from ocicache.oci import Descriptor, Digest
+from ocicache.pool import (
+    A_CLAIM_CREATED,
+    A_CLAIM_LEASE,
+    CLAIM_MEDIA_TYPE,
+    Pool,
+    claim_tag,
+)
+from ocicache.refs import parse_ref
+from tests.conftest import push_to
+from tests.support.registry import PASSWORD, USER
+
+
+def _blob(tmp_path, name: str, size: int = 256 << 10) -> tuple[Descriptor, object]:
+    data = os.urandom(size)
+    path = tmp_path / name
+    path.write_bytes(data)
+    return Descriptor(media_type=oci.LAYER_GZIP_MEDIA_TYPE, digest=Digest.of(data), size=size), path
+
+
+def _pool(endpoints: Endpoints, host: str, repo: str = "shared/pool") -> Pool:
+    return Pool(endpoints.registry(parse_ref(f"{host}/{repo}")))
+
+
+def test_pushes_claiming_the_same_blobs_at_once_get_one_claimant_each(registry, tmp_path):
+    blobs = [_blob(tmp_path, f"b{i}", 1024)[0] for i in range(6)]
+    with Endpoints(RegistryOptions()) as endpoints:
+        pools = [_pool(endpoints, registry.host) for _ in range(4)]
+        barrier = threading.Barrier(len(pools))
+
+        def claim(pool: Pool):
+            barrier.wait()
+            return pool.claim_uploads(blobs)
+
+        with ThreadPoolExecutor(max_workers=len(pools)) as executor:
+            outcomes = list(executor.map(claim, pools))
+        for desc in blobs:
+            claimants = [i for i, c in enumerate(outcomes) if desc.digest not in c.theirs]
+            assert len(claimants) == 1, (desc.digest, claimants)
+        for pool, claims in zip(pools, outcomes, strict=True):
+            pool.release(claims)
+        assert all(pools[0].registry.get_manifest(claim_tag(d.digest)) is None for d in blobs)
+
+
+def test_a_push_waits_for_the_claimant_and_mounts_what_it_uploaded(registry, tmp_path):
+    desc, path = _blob(tmp_path, "layer")
+    with Endpoints(RegistryOptions()) as endpoints:
+        first, second = _pool(endpoints, registry.host), _pool(endpoints, registry.host)
+        mine = first.claim_uploads([desc])
+        assert desc.digest not in mine.theirs
+        theirs = second.claim_uploads([desc])
+        assert desc.digest in theirs.theirs  # a live claim: wait for that push
+        dest = endpoints.registry(parse_ref(f"{registry.host}/svc-b/app"))
+
+        def upload_late() -> None:
+            time.sleep(1.5)
+            first.registry.put_blob(desc, lambda: open(path, "rb"))  # noqa: SIM115
+
+        uploader = threading.Thread(target=upload_late)
+        uploader.start()
+        started = time.monotonic()
+        outcome = put_one(dest, desc, BlobOrigin(path=path, source=second.registry, source_may_lack=True,
+                                                 wait_until=theirs.theirs[desc.digest]))
+        uploader.join()
+        assert outcome == "mounted" and time.monotonic() - started >= 1.4
+        assert dest.has_blob(desc.digest)
+        first.release(mine)
+
+
+def test_a_claimant_that_never_uploads_costs_a_waiter_its_lease_not_the_blob(registry, tmp_path):
+    desc, path = _blob(tmp_path, "layer")
+    with Endpoints(RegistryOptions()) as endpoints:
+        pool = _pool(endpoints, registry.host)
+        config = oci.canonical_json({})
+        pool.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config), size=len(config)),
+                               lambda: io.BytesIO(config))
+        # a push that claimed the blob 1 s ago with a 3 s lease, then died
+        record = assemble_record(CLAIM_MEDIA_TYPE, config, {A_CLAIM_CREATED: f"{time.time() - 1:.3f}",
+                                                            A_CLAIM_LEASE: "3"})
+        pool.registry.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(desc.digest))
+        claims = pool.claim_uploads([desc])
+        deadline = claims.theirs[desc.digest]
+        assert 1.0 < deadline - time.monotonic() <= 2.1
+        dest = endpoints.registry(parse_ref(f"{registry.host}/svc/app"))
+        started = time.monotonic()
+        assert put_one(dest, desc, BlobOrigin(path=path, source=pool.registry, source_may_lack=True,
+                                              wait_until=deadline)) == "uploaded"
+        assert 1.0 < time.monotonic() - started < 4
+        assert dest.has_blob(desc.digest)
+
+
+def test_an_expired_claim_is_taken_over_at_once(registry, tmp_path):
+    desc, _ = _blob(tmp_path, "layer", 1024)
+    with Endpoints(RegistryOptions()) as endpoints:
+        pool = _pool(endpoints, registry.host)
+        config = oci.canonical_json({})
+        pool.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config), size=len(config)),
+                               lambda: io.BytesIO(config))
+        stale = assemble_record(CLAIM_MEDIA_TYPE, config, {A_CLAIM_CREATED: f"{time.time() - 3600:.3f}",
+                                                           A_CLAIM_LEASE: "60"})
+        pool.registry.put_manifest(stale.manifest_descriptor, stale.manifest, tag=claim_tag(desc.digest))
+        claims = pool.claim_uploads([desc])
+        assert claims.theirs == {} and len(claims.held) == 1
+        found = pool.registry.get_manifest(claim_tag(desc.digest))
+        assert found is not None and found[0].digest == claims.held[0]
+
+
+@pytest.mark.parametrize("kind", ["plain", "htpasswd", "tls", "token"])
+def test_a_push_through_the_pool_claims_its_uploads_and_leaves_no_claim_behind(registries, make_project, tmp_path,
+                                                                               kind):
+    server = registries[kind]
+    offset = (server.root / "registry.log").stat().st_size
+    lock = make_project(tmp_path / "p", ["heavy", "small-a"])
+    out = push_to(server, lock, f"{server.host}/claims-{kind}/app:1", "--pool", f"{server.host}/claims-{kind}/pool")
+    assert out.json()["blobs_uploaded"] >= 1
+    log = (server.root / "registry.log").read_bytes()[offset:].decode(errors="replace")
+    written = re.findall(rf'"PUT /v2/claims-{kind}/pool/manifests/c-[0-9a-f]{{64}}', log)
+    assert len(written) == out.json()["blobs_uploaded"]  # each packed layer claimed (nobody else wanted it)
+    options = RegistryOptions(ca_cert=server.ca_cert, username=USER if kind in ("htpasswd", "token") else None,
+                              password=PASSWORD if kind in ("htpasswd", "token") else None)
+    with Endpoints(options) as endpoints:
+        tags = endpoints.registry(parse_ref(f"{server.host}/claims-{kind}/pool")).list_tags() or []
+    assert tags and not [t for t in tags if t.startswith("c-")]  # released (deleted) after the write
