@@ -14,7 +14,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.conftest import ocicache, offline_sync
+from tests.conftest import build_context, ocicache, offline_sync, require_tool
+from tests.support.builders import Buildah
 from tests.support.registry import RegistryServer
 
 SERVICES = {
@@ -47,7 +48,7 @@ def _push_round(server, make_project, tmp_path, version: str) -> dict[str, objec
 
 
 def test_gc_keeps_what_images_use_and_the_registry_gc_keeps_every_image_installable(registry, make_project,
-                                                                                     tmp_path):
+                                                                                     build_setup, tmp_path):
     host = registry.host
     for version in ("1.0", "2.0"):
         _push_round(registry, make_project, tmp_path, version)
@@ -88,6 +89,17 @@ def test_gc_keeps_what_images_use_and_the_registry_gc_keeps_every_image_installa
         cache = tmp_path / f"pulled-{name}"
         ocicache("pull", f"{registry.host}/team/{name}:main", cache)
         assert offline_sync(lock, cache, tmp_path / f"consumer-{name}").returncode == 0, name
+    # and a real builder, with no network, from a kept image after both collectors
+    require_tool("buildah")
+    require_tool("runc")
+    dockerfile = (f"FROM {registry.host}/team/svc2:main AS uvcache\nFROM {build_setup['base']}\nWORKDIR /app\n"
+                  "COPY pyproject.toml uv.lock /app/\nENV UV_LINK_MODE=copy\n"
+                  "RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw uv sync --frozen --offline "
+                  "--no-install-project --python /usr/bin/python3.11\n"
+                  "RUN /app/.venv/bin/python -c \"import gc_alpha, gc_beta, heavy; print('imports ok')\"\n")
+    built = Buildah(tmp_path / "buildah").build(build_context(tmp_path / "build", locks["svc2"], dockerfile),
+                                                "localhost/gc-svc2")
+    assert built.returncode == 0 and "imports ok" in built.stdout, built.stdout[-3000:] + built.stderr[-3000:]
     # and a push through the collected pool still finds what it holds
     lock = make_project(tmp_path / "svc4", ["gc-alpha==3.0", "heavy"])
     pushed = ocicache("push", lock, f"{registry.host}/team/svc4:main", "--pool", f"{registry.host}/team/pool",
