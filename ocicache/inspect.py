@@ -28,13 +28,15 @@ def describe(reference: str, image: SourceImage) -> dict[str, Any]:
         ann = layer.annotations
         stacked_base = oci.A_STACK_ROOT in annotations and oci.A_LAYER_KEY not in ann
         layers.append({"digest": str(layer.digest), "size": layer.size, "media_type": layer.media_type,
-                       "kind": "image" if stacked_base else ann.get(oci.A_LAYER_KIND, "unknown"),
+                       "kind": "image" if stacked_base else ann.get(oci.A_LAYER_KIND, "other"),
                        "key": ann.get(oci.A_LAYER_KEY),
                        "packages": layer_packages(layer)})
     digest = str(image.descriptor.digest)
     return {
         "reference": reference,
         "manifest_digest": digest,
+        # written by ocicache (push): else an ordinary image, e.g. a base image for --base
+        "ocicache_image": oci.A_VERSION in annotations or oci.A_UV_VERSION in annotations,
         "platform": image.platform,
         "uv_version": annotations.get(oci.A_UV_VERSION),
         "cache_format": annotations.get(oci.A_CACHE_FORMAT),
@@ -63,18 +65,22 @@ def format_size(n: int) -> str:
 
 def format_table(info: dict[str, Any]) -> str:
     t = info["target"]
+    about = (f"read by uv {info['uv_releases'] or info['uv_version']} (filled by uv {info['uv_version']}), "
+             f"target {t['platform']} CPython {t['python']} {t['python_platform']}, {info['compression']}"
+             if info["ocicache_image"] else
+             f"not a cache image written by ocicache (no {oci.A_VERSION} annotation): an image for {info['platform']}")
     lines = [
         f"{info['reference']}  {info['manifest_digest']}",
-        f"read by uv {info['uv_releases'] or info['uv_version']} (filled by uv {info['uv_version']}), "
-        f"target {t['platform']} CPython {t['python']} {t['python_platform']}, {info['compression']}",
+        about,
         f"{len(info['layers'])} layers, {format_size(info['total_size'])} compressed",
         "",
         f"{'#':>3}  {'KIND':<8} {'SIZE':>10}  {'DIGEST':<19}  PACKAGES",
     ]
     for i, layer in enumerate(info["layers"]):
-        names = ", ".join(f"{p.get('name')} {p.get('version')}" for p in layer["packages"]) or (
-            "(the base image's)" if layer["kind"] == "image" else "(cache scaffold)")
-        lines.append(f"{i:>3}  {layer['kind']:<8} {format_size(layer['size']):>10}  {layer['digest'][:19]}  {names}")
+        names = ", ".join(f"{p.get('name')} {p.get('version')}" for p in layer["packages"]) or {
+            "image": "(the base image's)", "base": "(cache scaffold)"}.get(layer["kind"], "")
+        row = f"{i:>3}  {layer['kind']:<8} {format_size(layer['size']):>10}  {layer['digest'][:19]}  {names}"
+        lines.append(row.rstrip())
     for note in info["skipped"]:
         lines.append(f"left out: {note}")
     if info.get("stacked_on"):

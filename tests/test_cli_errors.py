@@ -157,3 +157,40 @@ def test_bad_destination_and_not_a_layout(make_project, tmp_path):
     assert [p.name for p in not_layout.iterdir()] == ["precious.txt"]
     run = ocicache("inspect", f"oci:{tmp_path / 'missing'}:v1", check=False)
     _assert_one_line_error(run, "not an OCI image layout")
+
+
+def test_inspect_says_when_an_image_is_not_a_cache_image(tmp_path):
+    """An ordinary image (a base image for --base) printed "read by uv None ... CPython None None"."""
+    import gzip
+    import io
+    import tarfile
+
+    from ocicache import oci
+    from ocicache.assemble import Image
+    from ocicache.dest import BlobOrigin, write_image
+    from ocicache.dest.layout import open_layout_for_write
+    from ocicache.oci import Descriptor, Digest, canonical_json
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("etc/os-release")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    tar_bytes = raw.getvalue()
+    blob = gzip.compress(tar_bytes, mtime=0)
+    (tmp_path / "layer").write_bytes(blob)
+    layer = Descriptor(media_type=oci.LAYER_GZIP_MEDIA_TYPE, digest=Digest.of(blob), size=len(blob))
+    config = canonical_json({"architecture": "amd64", "os": "linux", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": [str(Digest.of(tar_bytes))]}})
+    config_desc = Descriptor(media_type=oci.CONFIG_MEDIA_TYPE, digest=Digest.of(config), size=len(config))
+    manifest = canonical_json({"schemaVersion": 2, "mediaType": oci.MANIFEST_MEDIA_TYPE,
+                               "config": config_desc.to_json(), "layers": [layer.to_json()]})
+    image = Image(config=config, config_descriptor=config_desc, manifest=manifest, layers=(layer,),
+                  manifest_descriptor=Descriptor(media_type=oci.MANIFEST_MEDIA_TYPE, digest=Digest.of(manifest),
+                                                 size=len(manifest)))
+    with open_layout_for_write(tmp_path / "base") as layout:
+        write_image(layout, image, [(layer, BlobOrigin(path=tmp_path / "layer"))], "v1")
+    text = ocicache("inspect", f"oci:{tmp_path / 'base'}:v1").stdout
+    assert "None" not in text and "not a cache image written by ocicache" in text and "linux/amd64" in text
+    assert "cache scaffold" not in text
+    assert ocicache("inspect", f"oci:{tmp_path / 'base'}:v1", "--json").json()["ocicache_image"] is False
