@@ -110,6 +110,25 @@ def test_a_first_push_killed_midway_leaves_its_verified_blobs_to_the_next(tmp_pa
     assert not (layout / "blobs" / "sha256" / ".tmp-half").exists() and not stale.exists()
 
 
+def test_a_first_push_killed_before_its_staging_directory_was_named_leaves_nothing_behind(tmp_path):
+    """A writer killed between making its staging directory and renaming it left an empty
+    `.l.ocicache-new-*` beside the layout for good; the next first writer removes it."""
+    import io
+
+    from ocicache.dest.layout import open_layout_for_write
+    from ocicache.oci import Descriptor, Digest
+
+    unborn = tmp_path / ".l.ocicache-new-dead"
+    unborn.mkdir()
+    os.utime(unborn, (time.time() - 3600, time.time() - 3600))
+    being_born = tmp_path / ".l.ocicache-new-live"  # another writer's, made just now: left alone
+    being_born.mkdir()
+    with open_layout_for_write(tmp_path / "l") as out:
+        out.put_blob(Descriptor(media_type="x", digest=Digest.of(b"new"), size=3), lambda: io.BytesIO(b"new"))
+    assert not unborn.exists() and being_born.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".l.ocicache-new-live", "l"]
+
+
 def test_a_layout_that_lost_a_blob_is_repaired_by_the_next_push(make_project, tmp_path):
     """After a power loss, index.json may name a blob whose directory entry is gone: the next push
     of the same lock notices and writes it again instead of trusting the tag."""

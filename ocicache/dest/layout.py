@@ -22,6 +22,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -241,6 +242,8 @@ def check_writable(path: Path) -> None:
 
 
 _PARTIAL = ".ocicache-partial-"
+_NEW = ".ocicache-new-"
+_UNBORN_AFTER_S = 60.0
 
 
 def _try_lock(path: Path) -> int | None:
@@ -261,16 +264,21 @@ def _claim_partial(path: Path) -> tuple[Path, int]:
     """A staging directory for a new layout at `path`, locked: a staging directory an interrupted
     first push left behind (its blobs are verified, so a re-run reuses them), else a new one."""
     parent = path.parent if str(path.parent) else Path(".")
+    for unborn in parent.glob(f".{path.name}{_NEW}*"):
+        # a writer killed between making its directory and renaming it (a live one takes microseconds)
+        with contextlib.suppress(OSError):
+            if time.time() - unborn.lstat().st_mtime > _UNBORN_AFTER_S:
+                unborn.rmdir()  # only ever empty: blobs are written after the rename
     for stale in sorted(parent.glob(f".{path.name}{_PARTIAL}*")):
         fd = _try_lock(stale)
         if fd is not None:
             return stale, fd
     # Made under a name no writer claims, locked, then renamed (the lock follows the directory):
     # a writer looking for stale staging directories never takes one that is being born.
-    fresh = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}.ocicache-new-"))
+    fresh = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.name}{_NEW}"))
     fd = _try_lock(fresh)
     assert fd is not None  # nobody else knows its name yet
-    staged = fresh.with_name(fresh.name.replace(".ocicache-new-", _PARTIAL, 1))
+    staged = fresh.with_name(fresh.name.replace(_NEW, _PARTIAL, 1))
     os.rename(fresh, staged)
     return staged, fd
 
