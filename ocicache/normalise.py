@@ -38,7 +38,7 @@ from .uvcache import (
 )
 from .uvcache.pointer import PointerKind
 
-__all__ = ["NormaliseError", "base_tree", "normalise_cache"]
+__all__ = ["NormaliseError", "WheelWatch", "base_tree", "normalise_cache"]
 
 
 class NormaliseError(OcicacheError):
@@ -71,13 +71,14 @@ def normalise_cache(
     formats: FormatSet,
     packages: list[tuple[Selected, str]],
     progress: Callable[[str], None] = lambda _msg: None,
+    reader: _Reader | None = None,
 ) -> list[PackageTree]:
     """One canonical tree per (selected package, reuse key), in the order given.
 
     `populated` is the family of the uv that filled `cache`. Raises NormaliseError if a package's
     entry is missing (uv chose another artifact than the selection, or the cache is damaged).
     """
-    reader = _Reader(cache, populated, formats)
+    reader = reader or _Reader(cache, populated, formats)
     trees = []
     for selected, key in packages:
         ref = PackageRef(name=selected.name, version=selected.version, artifact=selected.artifact,
@@ -93,11 +94,47 @@ def normalise_cache(
     return trees
 
 
+class WheelWatch:
+    """The wheels a cache holds so far, while uv is still filling it (uv writes a wheel's pointer,
+    atomically, only once its unpacked archive is in place); each pointer is read once."""
+
+    def __init__(self, cache: Path, populated: CacheFamily) -> None:
+        self.cache, self.populated = cache, populated
+        self._read: set[str] = set()
+        self.found: dict[str, _Found] = {}  # sha256 → pointer
+
+    def scan(self) -> set[str]:
+        """The sha256 of every wheel cached so far."""
+        root = self.cache / self.populated.wheels
+        for dirpath, _dirnames, filenames in os.walk(root):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if not name.endswith(POINTER_SUFFIX) or path in self._read:
+                    continue
+                try:
+                    pointer = self.populated.codec.read(Path(path).read_bytes(), "wheel")
+                except (OSError, PointerError):
+                    continue  # not there yet, or not for us: looked at again next time
+                self._read.add(path)
+                if pointer.sha256:
+                    self.found[pointer.sha256] = _Found(os.path.relpath(dirpath, root), name, pointer)
+        return set(self.found)
+
+    def normalise(self, formats: FormatSet, wheels: list[tuple[Selected, str]]) -> list[PackageTree]:
+        """Like `normalise_cache`, for wheels `scan` found."""
+        return normalise_cache(self.cache, self.populated, formats, wheels, reader=_Reader(
+            self.cache, self.populated, formats, wheels=self.found))
+
+
 class _Reader:
-    def __init__(self, cache: Path, populated: CacheFamily, formats: FormatSet) -> None:
+    def __init__(self, cache: Path, populated: CacheFamily, formats: FormatSet,
+                 wheels: dict[str, _Found] | None = None) -> None:
         self.cache, self.populated, self.formats = cache, populated, formats
-        self.wheels = self._pointers(populated.wheels, "wheel", lambda name: name.endswith(POINTER_SUFFIX))
-        self.revisions = self._pointers(populated.sdists, "revision", lambda name: name == REVISION_POINTER)
+        if wheels is not None:  # found by a WheelWatch: wheels only
+            self.wheels, self.revisions = wheels, {}
+        else:
+            self.wheels = self._pointers(populated.wheels, "wheel", lambda name: name.endswith(POINTER_SUFFIX))
+            self.revisions = self._pointers(populated.sdists, "revision", lambda name: name == REVISION_POINTER)
         self._built_ids: dict[Path, str] = {}
 
     def _built_id(self, archive: Path) -> str:

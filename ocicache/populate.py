@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,11 +114,38 @@ def _run(args: Sequence[str], *, cwd: Path | None, what: str, env: dict[str, str
         proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
     except OSError as exc:
         raise PopulateError(f"{what}: cannot run uv: {exc.strerror}") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        tail = " | ".join(ln.strip() for ln in lines[-_STDERR_TAIL:]) or f"exit code {proc.returncode}"
-        raise PopulateError(f"{what} failed: {tail}")
+    _check_exit(proc.returncode, proc.stderr, what)
     return proc.stdout
+
+
+def _check_exit(returncode: int, stderr: str, what: str) -> None:
+    if returncode != 0:
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        tail = " | ".join(ln.strip() for ln in lines[-_STDERR_TAIL:]) or f"exit code {returncode}"
+        raise PopulateError(f"{what} failed: {tail}")
+
+
+def _run_polling(args: Sequence[str], *, cwd: Path, what: str, env: dict[str, str],
+                 while_running: Callable[[], None], interval: float = 0.2) -> None:
+    """Like `_run`, calling `while_running` every `interval` seconds until uv exits."""
+    with tempfile.TemporaryFile(mode="w+", dir=cwd) as stderr:  # a file: no pipe to fill while we poll
+        try:
+            proc = subprocess.Popen(list(args), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        except OSError as exc:
+            raise PopulateError(f"{what}: cannot run uv: {exc.strerror}") from None
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=interval)
+                    break
+                except subprocess.TimeoutExpired:
+                    while_running()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        stderr.seek(0)
+        _check_exit(proc.returncode, stderr.read(), what)
 
 
 def export_pylock(uv: UvTool, lock_path: Path, narrowing: Narrowing, cache_dir: Path) -> str:
@@ -157,11 +184,17 @@ def filter_pylock(pylock_text: str, keep: set[str]) -> str:
     return "\n[[packages]]\n".join(out)
 
 
-def populate_cache(uv: UvTool, pylock: Path, target: Target, cache_dir: Path, work_dir: Path) -> None:
-    """Fill `cache_dir` with every package of `pylock` for `target` (downloads and builds)."""
+def populate_cache(uv: UvTool, pylock: Path, target: Target, cache_dir: Path, work_dir: Path,
+                   while_running: Callable[[], None] | None = None) -> None:
+    """Fill `cache_dir` with every package of `pylock` for `target` (downloads and builds);
+    `while_running` is called every fraction of a second meanwhile (to pack what is already cached)."""
     install_dir = work_dir / "site-packages"
     args = [str(uv.path), "pip", "install", "--no-deps", "--target", str(install_dir),
             "--python", sys.executable, "--python-version", target.python_full,
             "--python-platform", target.python_platform, "--cache-dir", str(cache_dir),
             "--link-mode", "hardlink", "--quiet", "-r", str(pylock)]
-    _run(args, cwd=work_dir, what="uv pip install (filling the cache)", env=_Env().build())
+    what = "uv pip install (filling the cache)"
+    if while_running is None:
+        _run(args, cwd=work_dir, what=what, env=_Env().build())
+    else:
+        _run_polling(args, cwd=work_dir, what=what, env=_Env().build(), while_running=while_running)

@@ -15,7 +15,8 @@ import random
 import shutil
 import tempfile
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +32,9 @@ from .errors import LayoutError, PopulateError, UsageError
 from .image import ImageError, find_images
 from .keys import group_key, package_key
 from .lock import Lock, read_lock
-from .normalise import base_tree, normalise_cache
+from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache
 from .oci import Descriptor, Digest
-from .pack import pack_layer
+from .pack import PackedLayer, pack_layer
 from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP, LayerGroup, plan_layers
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
@@ -95,6 +96,7 @@ class PushResult:
     bytes_uploaded: int
     pool_tags_written: int
     seconds: float
+    layers_packed_early: int = 0  # packed while uv was still filling the cache
 
     def to_json(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -139,8 +141,21 @@ class _Builder:
     populated: int = 0
     extracted: int = 0
     _runs: int = 0
+    _early: ThreadPoolExecutor | None = None  # the one packer thread beside uv (_EarlyPacker)
 
-    def populate(self, keyed: list[tuple[Selected, str]], target: Target) -> list[PackageTree]:
+    def early_packer(self) -> ThreadPoolExecutor:
+        if self._early is None:
+            self._early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocicache-early-pack")
+        return self._early
+
+    def close(self) -> None:
+        """Wait for the packer thread (before the scratch directory it writes into goes)."""
+        if self._early is not None:
+            self._early.shutdown(wait=True, cancel_futures=True)
+
+    def populate(self, keyed: list[tuple[Selected, str]], target: Target,
+                 while_running: Callable[[Path], None] | None = None) -> list[PackageTree]:
+        """Trees of `keyed`, filled by uv; `while_running(cache)` is called while uv runs."""
         if not keyed:
             return []
         self._runs += 1
@@ -149,7 +164,8 @@ class _Builder:
         (run_dir / "pylock.toml").write_text(filter_pylock(self.pylock_text, {s.name for s, _ in keyed}))
         self.progress.step(f"filling a uv cache with {len(keyed)} packages (uv {self.uv.version})")
         cache = self.scratch / "cache"
-        populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir)
+        populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir,
+                       None if while_running is None else lambda: while_running(cache))
         self.populated += len(keyed)
         self.progress.step("normalising cache entries")
         trees = normalise_cache(cache, self.uv.family, self.formats, keyed)
@@ -163,6 +179,62 @@ class _Builder:
         self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
         self.extracted += len(packages)
         return extract_known_packages(packages, self.scratch / f"extract-{self.extracted}")
+
+
+class _EarlyPacker:
+    """Packs the big wheels' solo layers while uv is still filling the cache.
+
+    uv keeps about one of two cores busy while it fills a cache from a fast index (measured:
+    docs/benchmarks.md), so one packer thread runs beside it, one layer at a time, from each wheel
+    uv has finished (it writes a wheel's pointer last). Speculative: the plan, made once everything
+    is cached, decides; a layer it does not use is left in the scratch directory.
+    """
+
+    def __init__(self, builder: _Builder, keyed: list[tuple[Selected, str]], codec: Codec, space: str, root: str,
+                 solo_threshold: int, slots: int) -> None:
+        # wheels that may unpack to a solo layer (an index that gives no sizes: every wheel)
+        self.pending = {s.sha256: (s, k) for s, k in keyed
+                        if s.kind == "wheel" and s.sha256 and (s.size is None or s.size >= solo_threshold)}
+        self.slots = slots
+        self.builder, self.codec, self.space, self.root = builder, codec, space, root
+        self.solo_threshold = solo_threshold
+        self.queue: list[LayerGroup] = []
+        self.started: dict[str, tuple[LayerGroup, Path, Future[PackedLayer]]] = {}  # by layer key
+        self._watch: WheelWatch | None = None
+
+    def poll(self, cache: Path) -> None:
+        if any(not f.done() for _, _, f in self.started.values()):
+            return  # one at a time: the other core is uv's
+        if not self.queue and self.pending:
+            if self._watch is None:
+                self._watch = WheelWatch(cache, self.builder.uv.family)
+            try:  # uv is writing meanwhile: whatever cannot be read now is left to the normal path
+                done = self._watch.scan() & set(self.pending)
+                trees = self._watch.normalise(self.builder.formats, [self.pending.pop(sha) for sha in sorted(done)])
+            except (OSError, NormaliseError):
+                return
+            self.queue = [LayerGroup(kind="package", name=t.name, trees=(t,))
+                          for t in sorted(trees, key=lambda t: t.size) if t.size >= self.solo_threshold]
+        if self.queue and len(self.started) < self.slots:
+            group = self.queue.pop()  # biggest first
+            key = _layer_key(group, self.space)
+            path = self.builder.scratch / "blobs" / f"early-{key[7:]}"
+            future = self.builder.early_packer().submit(pack_layer, list(group.trees[0].entries), path, self.codec,
+                                                        self.root)
+            self.started[key] = (group, path, future)
+
+    def keys(self) -> set[str]:
+        """The layer keys packed or being packed."""
+        return set(self.started)
+
+    def collect(self, keys: set[str], state: _SharedState) -> None:
+        """Record the early layers of `keys` (waiting for the one in progress)."""
+        for key in keys:
+            group, path, future = self.started[key]
+            packed = future.result()
+            state.packed[key] = (_describe(group, self.space, packed.digest, packed.diff_id, packed.size,
+                                           packed.media_type), path)
+            state.packed_early += 1
 
 
 @dataclass
@@ -257,7 +329,8 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
     pool_ref = parse_ref(opts.pool) if opts.pool else None
     if pool_ref is not None and not isinstance(pool_ref, RegistryRef):
         raise UsageError(f"--pool {opts.pool}: expected REGISTRY/REPOSITORY")
-    with Endpoints(opts.registry) as endpoints, tempfile.TemporaryDirectory(prefix="ocicache-") as scratch_name:
+    with Endpoints(opts.registry) as endpoints, tempfile.TemporaryDirectory(prefix="ocicache-") as scratch_name, \
+            contextlib.ExitStack() as cleanup:
         dest = _Destination.connect(ref, endpoints)
         pool = None
         if isinstance(pool_ref, RegistryRef):
@@ -269,6 +342,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
         builder = _Builder(uv, formats, pylock_text, scratch, progress)
+        cleanup.callback(builder.close)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
         root = stack_root(opts.consumer_cache_dir) if opts.base else ""
@@ -309,7 +383,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         layers_built=len(state.packed), layers_reused=sum(1 for r in rows if r["reused"]),
         blobs_uploaded=report.count("uploaded"), blobs_mounted=report.count("mounted"),
         blobs_present=report.count("present"), bytes_uploaded=report.bytes("uploaded"),
-        pool_tags_written=pool_tags, seconds=time.monotonic() - started,
+        pool_tags_written=pool_tags, seconds=time.monotonic() - started, layers_packed_early=state.packed_early,
     )
 
 
@@ -319,6 +393,7 @@ class _SharedState:
 
     trees: dict[str, PackageTree] = field(default_factory=dict)
     packed: dict[str, tuple[LayerDescription, Path]] = field(default_factory=dict)  # by layer key
+    packed_early: int = 0
 
 
 def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool, codec: Codec, builder: _Builder,
@@ -346,7 +421,9 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     trees = {k: state.trees[k] for _, k in keyed if k in state.trees}
     trees |= {k: PackageTree(package=known.packages[k].ref, known_size=known.packages[k].size)
               for _, k in keyed if k not in trees and k in known.packages}
-    for tree in builder.populate([(s, k) for s, k in keyed if k not in trees], target):
+    to_populate = [(s, k) for s, k in keyed if k not in trees]
+    early = _EarlyPacker(builder, to_populate, codec, space, root, opts.solo_threshold, max_layers - 1 - opts.buckets)
+    for tree in builder.populate(to_populate, target, early.poll if opts.jobs > 1 else None):
         assert tree.package is not None
         trees[tree.package.key] = tree
     groups = _plan(trees, keyed, opts, base_tree(formats), max_layers)
@@ -366,8 +443,12 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     state.trees |= {k: t for k, t in trees.items() if not t.is_placeholder}
 
     todo = [g for g in groups if not reusable(g)]
-    progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused")
-    _pack_groups(todo, codec, space, root, builder.scratch / "blobs", opts.jobs, state, progress)
+    in_progress = early.keys() & {_layer_key(g, space) for g in todo}
+    progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused"
+                  + (f"; {len(in_progress)} packed while uv was filling the cache" if in_progress else ""))
+    _pack_groups([g for g in todo if _layer_key(g, space) not in in_progress], codec, space, root,
+                 builder.scratch / "blobs", opts.jobs, state, progress)
+    early.collect(in_progress, state)
     layers, blobs, new, from_pool = [], [], set(), set()
     if base is not None:
         blobs += [(layer, BlobOrigin(source=base.source)) for layer in base.layers]

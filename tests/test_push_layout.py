@@ -238,3 +238,32 @@ def test_several_targets_make_an_index_sharing_pure_layers(make_project, index, 
     again = ocicache("push", lock, f"oci:{layout}:multi", *args).json()
     assert again["manifest_digest"] == first["manifest_digest"] and again["packages_populated"] == 0
     assert dict(index.downloads) == before
+
+
+def test_layers_packed_while_uv_fills_the_cache_are_the_layers_packed_after(make_project, tmp_path):
+    """Big wheels are packed as soon as uv has cached them (issue 8): the image must not change.
+    uv is made to look slow (polls keep coming after it has cached everything), so the early packer
+    certainly runs; a --jobs 1 push (no early packing) gives the reference digest."""
+    lock = make_project(tmp_path / "project", ["heavy", "numpy", "small-b", "sdist-only"])
+    reference = ocicache("push", lock, f"oci:{tmp_path / 'ref'}:v1", "--jobs", "1", "--json").json()
+    assert reference["layers_packed_early"] == 0
+    driver = (
+        "import sys, time\n"
+        "import ocicache.push as push_module\n"
+        "from ocicache.cli import main\n"
+        "real = push_module.populate_cache\n"
+        "def slow_uv(uv, pylock, target, cache, work, while_running=None):\n"
+        "    real(uv, pylock, target, cache, work)\n"
+        "    for _ in range(100):\n"
+        "        if while_running is not None:\n"
+        "            while_running()\n"
+        "        time.sleep(0.02)\n"
+        "push_module.populate_cache = slow_uv\n"
+
+        "sys.exit(main(sys.argv[1:]))\n")
+    run = subprocess.run([os.sys.executable, "-c", driver, "push", str(lock), f"oci:{tmp_path / 'early'}:v1",
+                          "--json"], capture_output=True, text=True, env=hermetic_env(), timeout=300)
+    assert run.returncode == 0, run.stderr
+    early = json.loads(run.stdout)
+    assert early["layers_packed_early"] == 2  # heavy and numpy, the solo layers; the rest after uv
+    assert early["manifest_digest"] == reference["manifest_digest"]
