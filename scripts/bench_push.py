@@ -101,7 +101,7 @@ def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
     single_size = sum(p.stat().st_size for p in (single / "blobs").rglob("*"))
     packages = lock.read_text().count("[[package]]")
     return {"project": project, "packages": packages, "image_bytes": size, "single_family_bytes": single_size,
-            **{label: {"seconds": statistics.median(r[0] for r in rows),
+            **{label: {"seconds": statistics.median(r[0] for r in rows), "runs_s": [round(r[0], 2) for r in rows],
                        "tree_rss_mib": max(r[1] for r in rows) / 1024,
                        "ocicache_rss_mib": max(r[2] for r in rows) / 1024}
                for label, rows in results.items()}}

@@ -174,6 +174,14 @@ def sdist_bytes(name: str, version: str, *, deps: Iterable[str] = (), compiled: 
     return f"{module}-{version}.tar.gz", out.getvalue()
 
 
+class _Server(ThreadingHTTPServer):
+    # uv opens dozens of connections at once (one per request: this server speaks HTTP/1.0); with
+    # socketserver's default backlog of 5 the kernel dropped the rest, and uv's retransmitted SYNs
+    # waited 1, 3, 7 s…: single `uv sync` runs of one lock took 2.3 to 32 s.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 @dataclass
 class PackageIndex:
     """Files on disk under `root/files`, served as a simple index by `serve()`."""
@@ -181,7 +189,7 @@ class PackageIndex:
     root: Path
     downloads: Counter[str] = field(default_factory=Counter)
     url: str = ""
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server | None = None
 
     def __post_init__(self) -> None:
         (self.root / "files").mkdir(parents=True, exist_ok=True)
@@ -260,7 +268,7 @@ class PackageIndex:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/simple"
         return self.url
