@@ -184,10 +184,11 @@ class _Builder:
 class _EarlyPacker:
     """Packs the big wheels' solo layers while uv is still filling the cache.
 
-    uv keeps about one of two cores busy while it fills a cache from a fast index (measured:
-    docs/benchmarks.md), so one packer thread runs beside it, one layer at a time, from each wheel
-    uv has finished (it writes a wheel's pointer last). Speculative: the plan, made once everything
-    is cached, decides; a layer it does not use is left in the scratch directory.
+    While uv waits on the index, a core is idle: one packer thread runs beside it, one layer at a
+    time, from each wheel uv has finished (it writes a wheel's pointer last). Measured 0.95x the push
+    time behind a 25 MB/s index, no gain from a fast loopback one (docs/benchmarks.md, run 7).
+    Speculative: the plan, made once everything is cached, decides; a layer it does not use is left
+    in the scratch directory.
     """
 
     def __init__(self, builder: _Builder, keyed: list[tuple[Selected, str]], codec: Codec, space: str, root: str,
