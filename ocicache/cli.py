@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "of the registry, or oci:DIR:TAG)")
     reuse.add_argument("--pool", metavar="REGISTRY/REPO",
                        help="a shared repository where every pushed layer stays findable by its reuse key; "
-                            "looked up before populating and updated after pushing")
+                            "looked up before populating and updated after pushing; pushes running at once "
+                            "claim their new layers there, so each is uploaded once (docs/registries.md)")
     _registry_arguments(push)
     stk = push.add_argument_group("stacking (a build FROM the image, nothing copied)")
     stk.add_argument("--base", metavar="IMAGE",
