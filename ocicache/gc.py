@@ -12,7 +12,8 @@ for each unreferenced manifest, when a gc run first saw it unreferenced. A manif
 once it has stayed unreferenced for `--min-age` (default 7 days: rollbacks and pushes in flight keep
 their layers); one that is referenced again leaves the record. Only pool manifests are ever deleted,
 never a blob: a layer an image still needs stays referenced by that image's own manifest, so the
-registry's garbage collector keeps it.
+registry's garbage collector keeps it. Upload claims (`c-…`, pool.py) whose lease ran out, left by
+pushes that stopped, are deleted too.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Literal
 from .tree import PackageTree
 
 __all__ = ["DEFAULT_BUCKETS", "DEFAULT_MAX_LAYERS", "DEFAULT_SOLO_THRESHOLD", "MAX_LAYERS_CAP",
-           "LayerGroup", "plan_layers"]
+           "LayerGroup", "plan_layers", "solo_slots"]
 
 MAX_LAYERS_CAP = 125  # dockerd's overlay2 maxLayerDepth, the strictest consumer measured
 DEFAULT_MAX_LAYERS = 64  # under the ~70 at which older standalone BuildKit broke RUN --mount=from
@@ -38,6 +38,11 @@ def bucket_of(name: str, buckets: int) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % buckets
 
 
+def solo_slots(max_layers: int, buckets: int) -> int:
+    """How many packages get a layer of their own: the budget less the scaffold and the buckets."""
+    return max_layers - 1 - max(1, min(buckets, max_layers - 1))
+
+
 def plan_layers(
     base: PackageTree,
     trees: list[PackageTree],
@@ -50,10 +55,10 @@ def plan_layers(
     input order."""
     if not 2 <= max_layers <= MAX_LAYERS_CAP:
         raise ValueError(f"max_layers must be between 2 and {MAX_LAYERS_CAP}")
-    buckets = max(1, min(buckets, max_layers - 1))
-    solo_slots = max_layers - 1 - buckets
+    slots = solo_slots(max_layers, buckets)
+    buckets = max_layers - 1 - slots
     big = sorted((t for t in trees if t.size >= solo_threshold), key=lambda t: (-t.size, t.name))
-    solo_names = {t.name for t in big[:solo_slots]}
+    solo_names = {t.name for t in big[:slots]}
     # Biggest first: dockerd keys layers by chain (a layer and everything below it), so a changed
     # layer re-pulls every layer after it; with the big, rarely changing packages first, a bump of a
     # small one re-pulls only small ones (measured: docs/benchmarks.md, scenario c).

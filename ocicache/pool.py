@@ -40,7 +40,7 @@ from .image import ImageError, parse_manifest
 from .oci import Descriptor, Digest
 from .reuse import KnownLayers
 
-__all__ = ["CLAIM_PREFIX", "Pool", "UploadClaims", "claim_lease", "pool_tag"]
+__all__ = ["CLAIM_PREFIX", "Pool", "UploadClaims", "claim_lease", "claim_tag", "pool_tag"]
 
 CLAIM_PREFIX = "c-"
 CLAIM_MEDIA_TYPE = "application/vnd.dev.ocicache.upload-claim.v1+json"
@@ -52,6 +52,7 @@ A_CLAIM_NONCE = "dev.ocicache.claim.nonce"
 # once share the registry, so theirs are alike), within these bounds.
 CLAIM_SETTLE_MIN_S = 0.5
 CLAIM_SETTLE_MAX_S = 3.0
+_CLAIM_CONFIG = oci.canonical_json({})  # every claim's config: the data is in the annotations
 
 
 def pool_tag(key: str) -> str:
@@ -170,6 +171,21 @@ class Pool:
         with ThreadPoolExecutor(max_workers=self.jobs) as executor:
             return [d for d in executor.map(expired, [t for t in tags if t.startswith(CLAIM_PREFIX)]) if d]
 
+    def ensure_claim_config(self) -> None:
+        """The config blob every claim names (once per push that claims)."""
+        digest = Digest.of(_CLAIM_CONFIG)
+        if not self.registry.has_blob(digest):
+            self.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=digest, size=len(_CLAIM_CONFIG)),
+                                   lambda: io.BytesIO(_CLAIM_CONFIG))
+
+    def put_claim(self, blob: Digest, *, lease: float, created: float, nonce: str) -> Image:
+        """Tag a claim of `blob` (after `ensure_claim_config`); return its record."""
+        record = assemble_record(CLAIM_MEDIA_TYPE, _CLAIM_CONFIG, {
+            A_CLAIM_BLOB: str(blob), A_CLAIM_NONCE: nonce, A_CLAIM_CREATED: f"{created:.3f}",
+            A_CLAIM_LEASE: f"{lease:.0f}"})
+        self.registry.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(blob))
+        return record
+
     def claim_uploads(self, descs: Iterable[Descriptor]) -> UploadClaims:
         """Claim the upload of each blob in `descs` (blobs this push packed and would upload)."""
         wanted = list({d.digest: d for d in descs}.values())
@@ -177,7 +193,6 @@ class Pool:
         if not wanted:
             return claims
         nonce = secrets.token_hex(12)
-        config = oci.canonical_json({})
         ours: dict[Digest, Image] = {}
         slowest = 0.0
 
@@ -188,11 +203,8 @@ class Pool:
             if left is not None:
                 claims.theirs[desc.digest] = time.monotonic() + left
                 return
-            record = assemble_record(CLAIM_MEDIA_TYPE, config, {
-                A_CLAIM_BLOB: str(desc.digest), A_CLAIM_NONCE: nonce, A_CLAIM_CREATED: f"{time.time():.3f}",
-                A_CLAIM_LEASE: f"{claim_lease(desc.size):.0f}"})
-            self.registry.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(desc.digest))
-            ours[desc.digest] = record
+            ours[desc.digest] = self.put_claim(desc.digest, lease=claim_lease(desc.size), created=time.time(),
+                                               nonce=nonce)
             slowest = max(slowest, time.monotonic() - started)
 
         def confirm(desc: Descriptor) -> None:
@@ -201,9 +213,7 @@ class Pool:
                 claims.theirs[desc.digest] = time.monotonic() + claim_lease(desc.size)  # a later writer won
 
         try:
-            if not self.registry.has_blob(Digest.of(config)):
-                self.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config),
-                                                  size=len(config)), lambda: io.BytesIO(config))
+            self.ensure_claim_config()
             with ThreadPoolExecutor(max_workers=self.jobs) as executor:
                 list(executor.map(claim, wanted))
                 if ours:

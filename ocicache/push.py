@@ -35,7 +35,15 @@ from .lock import Lock, read_lock
 from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache
 from .oci import Descriptor, Digest
 from .pack import PackedLayer, pack_layer
-from .plan import DEFAULT_BUCKETS, DEFAULT_MAX_LAYERS, DEFAULT_SOLO_THRESHOLD, MAX_LAYERS_CAP, LayerGroup, plan_layers
+from .plan import (
+    DEFAULT_BUCKETS,
+    DEFAULT_MAX_LAYERS,
+    DEFAULT_SOLO_THRESHOLD,
+    MAX_LAYERS_CAP,
+    LayerGroup,
+    plan_layers,
+    solo_slots,
+)
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
 from .refs import LayoutRef, RegistryRef, docker_reference, parse_ref
@@ -423,7 +431,8 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     trees |= {k: PackageTree(package=known.packages[k].ref, known_size=known.packages[k].size)
               for _, k in keyed if k not in trees and k in known.packages}
     to_populate = [(s, k) for s, k in keyed if k not in trees]
-    early = _EarlyPacker(builder, to_populate, codec, space, root, opts.solo_threshold, max_layers - 1 - opts.buckets)
+    early = _EarlyPacker(builder, to_populate, codec, space, root, opts.solo_threshold,
+                         solo_slots(max_layers, opts.buckets))
     for tree in builder.populate(to_populate, target, early.poll if opts.jobs > 1 else None):
         assert tree.package is not None
         trees[tree.package.key] = tree

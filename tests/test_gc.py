@@ -117,28 +117,21 @@ def test_gc_refuses_a_keep_repository_that_does_not_exist(registry, make_project
 
 
 def test_gc_deletes_upload_claims_left_by_pushes_that_died_and_keeps_live_ones(registry, make_project, tmp_path):
-    import io
     import time
 
-    from ocicache import oci
-    from ocicache.assemble import assemble_record
     from ocicache.dest.options import RegistryOptions
     from ocicache.endpoints import Endpoints
-    from ocicache.oci import Descriptor, Digest
-    from ocicache.pool import A_CLAIM_CREATED, A_CLAIM_LEASE, CLAIM_MEDIA_TYPE, claim_tag
+    from ocicache.oci import Digest
+    from ocicache.pool import Pool, claim_tag
     from ocicache.refs import parse_ref
 
     lock = make_project(tmp_path / "p", ["small-a"])
     ocicache("push", lock, f"{registry.host}/team/app:main", "--pool", f"{registry.host}/team/pool")
     with Endpoints(RegistryOptions()) as endpoints:
-        pool = endpoints.registry(parse_ref(f"{registry.host}/team/pool"))
-        config = oci.canonical_json({})
-        pool.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config), size=len(config)),
-                      lambda: io.BytesIO(config))
+        pool = Pool(endpoints.registry(parse_ref(f"{registry.host}/team/pool")))
+        pool.ensure_claim_config()
         for name, created in (("dead", time.time() - 7200), ("live", time.time())):
-            record = assemble_record(CLAIM_MEDIA_TYPE, config, {A_CLAIM_CREATED: f"{created:.3f}",
-                                                                A_CLAIM_LEASE: "600"})
-            pool.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(Digest.of(name.encode())))
+            pool.put_claim(Digest.of(name.encode()), lease=600, created=created, nonce=name)
     args = ["gc", f"{registry.host}/team/pool", "--keep-referenced-by", f"{registry.host}/team/app"]
     dry = ocicache(*args, "--dry-run", "--json").json()
     assert dry["expired_claims"] == 1 and dry["deleted"] == []

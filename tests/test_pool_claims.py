@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import threading
@@ -12,15 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ocicache import oci
-from ocicache.assemble import assemble_record
 from ocicache.dest import BlobOrigin, put_one
 from ocicache.dest.options import RegistryOptions
 from ocicache.endpoints import Endpoints
 from ocicache.oci import Descriptor, Digest
 from ocicache.pool import (
-    A_CLAIM_CREATED,
-    A_CLAIM_LEASE,
-    CLAIM_MEDIA_TYPE,
     Pool,
     claim_tag,
 )
@@ -96,13 +91,8 @@ def test_a_claimant_that_never_uploads_costs_a_waiter_its_lease_not_the_blob(reg
     desc, path = _blob(tmp_path, "layer")
     with Endpoints(RegistryOptions()) as endpoints:
         pool = _pool(endpoints, registry.host)
-        config = oci.canonical_json({})
-        pool.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config), size=len(config)),
-                               lambda: io.BytesIO(config))
-        # a push that claimed the blob 1 s ago with a 3 s lease, then died
-        record = assemble_record(CLAIM_MEDIA_TYPE, config, {A_CLAIM_CREATED: f"{time.time() - 1:.3f}",
-                                                            A_CLAIM_LEASE: "3"})
-        pool.registry.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(desc.digest))
+        pool.ensure_claim_config()
+        pool.put_claim(desc.digest, lease=3, created=time.time() - 1, nonce="dead")  # claimed 1 s ago, then died
         claims = pool.claim_uploads([desc])
         deadline = claims.theirs[desc.digest]
         assert 1.0 < deadline - time.monotonic() <= 2.1
@@ -118,12 +108,8 @@ def test_an_expired_claim_is_taken_over_at_once(registry, tmp_path):
     desc, _ = _blob(tmp_path, "layer", 1024)
     with Endpoints(RegistryOptions()) as endpoints:
         pool = _pool(endpoints, registry.host)
-        config = oci.canonical_json({})
-        pool.registry.put_blob(Descriptor(media_type=CLAIM_MEDIA_TYPE, digest=Digest.of(config), size=len(config)),
-                               lambda: io.BytesIO(config))
-        stale = assemble_record(CLAIM_MEDIA_TYPE, config, {A_CLAIM_CREATED: f"{time.time() - 3600:.3f}",
-                                                           A_CLAIM_LEASE: "60"})
-        pool.registry.put_manifest(stale.manifest_descriptor, stale.manifest, tag=claim_tag(desc.digest))
+        pool.ensure_claim_config()
+        pool.put_claim(desc.digest, lease=60, created=time.time() - 3600, nonce="stale")
         claims = pool.claim_uploads([desc])
         assert claims.theirs == {} and len(claims.held) == 1
         found = pool.registry.get_manifest(claim_tag(desc.digest))
