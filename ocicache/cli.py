@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Delete the pool's one-layer manifests (and so their k-<key> tags) that no tag of the "
                     "--keep-referenced-by repositories references, once they have stayed unreferenced for "
                     "--min-age (gc records when it first saw each one unreferenced, in the pool's "
-                    "ocicache-gc-state tag). Blobs are never deleted by ocicache: run the registry's own "
+                    "ocicache-gc-state tag), and upload claims (c-<digest>) whose lease ran out. Blobs are "
+                    "never deleted by ocicache: run the registry's own "
                     "garbage collector afterwards to reclaim storage; a layer an image still uses stays.",
         epilog=("example:\n  ocicache gc registry.example/cache/pool "
                 "--keep-referenced-by registry.example/cache/api \\\n"
