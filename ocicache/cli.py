@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--uv", type=Path, metavar="PATH",
                       help=f"the uv that fills the cache (default: the pinned uv {PINNED_UV_VERSION}); any "
                            f"release from {supported_range()}")
+    push.add_argument("--uv-unpacks-all", action="store_true",
+                      help="let uv download and unpack every wheel (slower). By default ocicache downloads the "
+                           "wheels of an index itself and packs them straight from the .whl, once uv has filled "
+                           "the index's smallest wheel and ocicache's tree of it is identical to uv's; the "
+                           "layers are the same bytes either way")
     push.add_argument("--sign-key", type=Path, metavar="KEY",
                       help="sign the pushed image with this ECDSA P-256 private key (PEM; cosign's format, see "
                            "`ocicache sign`)")
@@ -351,7 +356,7 @@ def _push(args: argparse.Namespace) -> int:
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
-                       consumer_cache_dir=cache_dir, base=args.base)
+                       consumer_cache_dir=cache_dir, base=args.base, unpack_wheels=not args.uv_unpacks_all)
     key = None
     if args.sign_key is not None:
         from .verify import load_signing_key
@@ -372,8 +377,8 @@ def _push(args: argparse.Namespace) -> int:
         print(f"pushed {r.reference}@{r.manifest_digest}")
         print(f"  {packages} packages in {len(r.layers)} layers: {r.layers_built} built, {r.layers_reused} reused; "
               f"read by uv {r.uv_releases}")
-        print(f"  packages downloaded or built by uv: {r.packages_populated}; re-bundled from known layers: "
-              f"{r.packages_extracted}")
+        print(f"  packages downloaded or built: {r.packages_populated} ({r.packages_unpacked} wheels unpacked by "
+              f"ocicache, the rest by uv); re-bundled from known layers: {r.packages_extracted}")
         print(f"  blobs: {r.blobs_uploaded} uploaded ({format_size(r.bytes_uploaded)}), {r.blobs_mounted} mounted, "
               f"{r.blobs_present} already there; {r.seconds:.1f}s")
         if r.pool_tags_written:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from .errors import OcicacheError
 from .selection import Selected
 from .tree import Entry, PackageRef, PackageTree, file_entry, walk_tree
@@ -36,9 +38,11 @@ from .uvcache import (
     fastid,
     git_shard_pattern,
 )
+from .uvcache.digest import wheel_cache_key
 from .uvcache.pointer import PointerKind
+from .uvcache.unzip import NotPlainWheelError, wheel_archive_entries
 
-__all__ = ["NormaliseError", "WheelWatch", "base_tree", "normalise_cache"]
+__all__ = ["NormaliseError", "WheelWatch", "base_tree", "index_dir_of", "normalise_cache", "unpacked_wheel_tree"]
 
 
 class NormaliseError(OcicacheError):
@@ -92,6 +96,43 @@ def normalise_cache(
         trees.append(PackageTree(package=ref, entries=_unique(entries)))
         progress(selected.name)
     return trees
+
+
+def unpacked_wheel_tree(selected: Selected, key: str, wheel: Path, index_dir: str,
+                        formats: FormatSet) -> PackageTree:
+    """The tree uv's cache would hold for `selected`, a wheel from an index, read from the `.whl`
+    itself (no uv run, nothing unpacked to disk): its archive as uv unzips it, and each family's
+    pointer and link in `<wheels bucket>/<index_dir>/<name>/`. `index_dir` is the directory uv
+    keys the index by (`index/<digest>`), learnt from a wheel of the same index uv filled
+    (push.py checks the two ways agree on that wheel). Raises NotPlainWheelError for a wheel to
+    leave to uv."""
+    assert selected.sha256 is not None and selected.url is not None
+    entry_key = wheel_cache_key(selected.artifact)
+    if entry_key is None:
+        raise NotPlainWheelError(f"{selected.artifact}: a filename uv may key differently")
+    new_id = selected.sha256
+    pointer = Pointer(kind="wheel", id=new_id, hashes=(("Sha256", selected.sha256),), uri=selected.url,
+                      filename=selected.artifact, size=selected.size)
+    entries = wheel_archive_entries(wheel, f"{ARCHIVE_BUCKET}/{new_id}")
+    for family in formats.families:
+        where = f"{family.wheels}/{index_dir}/{canonicalize_name(selected.name)}"
+        entries.append(_data_entry(f"{where}/{entry_key}{POINTER_SUFFIX}", family.codec.write(pointer)))
+        entries.append(_link_entry(f"{where}/{entry_key}", new_id))
+    ref = PackageRef(name=selected.name, version=selected.version, artifact=selected.artifact,
+                     hash=selected.hash, key=key)
+    return PackageTree(package=ref, entries=_unique(entries))
+
+
+def index_dir_of(tree: PackageTree, formats: FormatSet) -> str | None:
+    """The index directory (`index/<digest>`) of a wheel's tree uv filled: where its pointer is."""
+    assert tree.package is not None
+    bucket = formats.families[0].wheels + "/"
+    name_dir = "/" + canonicalize_name(tree.package.name) + "/"
+    for entry in tree.entries:
+        if entry.path.startswith(bucket) and entry.path.endswith(POINTER_SUFFIX) and name_dir in entry.path:
+            rel = entry.path[len(bucket):]
+            return rel[: rel.rindex(name_dir)]
+    return None
 
 
 class WheelWatch:

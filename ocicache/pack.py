@@ -16,10 +16,9 @@ from pathlib import Path
 
 from .compress import Codec, Compressor
 from .oci import Digest
-from .tree import Entry, ancestors, rooted, with_parents
+from .tree import Entry, ancestors, read_chunks, rooted, with_parents
 
-_FLUSH_AT = 1 << 20  # batch tarfile's many small writes before compressing
-_COPY_BUFSIZE = 1 << 20
+_FLUSH_AT = 1 << 20  # the compressor is fed blocks of exactly this size (_HashingSink)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,13 +49,14 @@ class _HashingSink(io.RawIOBase):
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
         self._pending += data
-        if len(self._pending) >= _FLUSH_AT:
-            self._drain()
+        while len(self._pending) >= _FLUSH_AT:
+            self._compress(bytes(self._pending[:_FLUSH_AT]))
+            del self._pending[:_FLUSH_AT]
         return len(data)
 
-    def _drain(self) -> None:
-        chunk = bytes(self._pending)
-        self._pending.clear()
+    def _compress(self, chunk: bytes) -> None:
+        # ISA-L's output depends on how its input is cut: always whole 1 MiB blocks, so the blob is
+        # a function of the tar bytes alone, however they were read (a file, an inflated zip member)
         self.diff_hash.update(chunk)
         self.raw_size += len(chunk)
         self._emit(self._compressor.compress(chunk))
@@ -68,7 +68,8 @@ class _HashingSink(io.RawIOBase):
             self._out.write(data)
 
     def finish(self) -> None:
-        self._drain()
+        self._compress(bytes(self._pending))
+        self._pending.clear()
         self._emit(self._compressor.flush())
 
 
@@ -162,15 +163,8 @@ def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase, root: str = "") -
         if entry.data is not None:
             fileobj.write(entry.data)
         else:
-            assert entry.source is not None
-            left = size
-            with open(entry.source, "rb") as f:
-                while left:
-                    chunk = f.read(min(left, _COPY_BUFSIZE))
-                    if not chunk:
-                        raise OSError(f"{entry.source}: changed while it was packed (shorter than {size} bytes)")
-                    fileobj.write(chunk)
-                    left -= len(chunk)
+            for chunk in read_chunks(entry):
+                fileobj.write(chunk)
         written += size
         if size % _BLOCK:
             fileobj.write(b"\0" * (_BLOCK - size % _BLOCK))

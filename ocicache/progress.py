@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -13,17 +14,20 @@ class Progress:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self._start = time.monotonic()
         self._live = False
+        self._lock = threading.Lock()  # downloads report from their own thread
 
     def step(self, message: str) -> None:
         if self.enabled:
-            self._end_live()
-            print(f"[{time.monotonic() - self._start:6.1f}s] {message}", file=self.stream, flush=True)
+            with self._lock:
+                self._end_live()
+                print(f"[{time.monotonic() - self._start:6.1f}s] {message}", file=self.stream, flush=True)
 
     def count(self, label: str, done: int, total: int) -> None:
         """Rewrite one line in place: `label done/total`."""
         if self.enabled:
-            print(f"\r         {label} {done}/{total}", end="", file=self.stream, flush=True)
-            self._live = True
+            with self._lock:
+                print(f"\r         {label} {done}/{total}", end="", file=self.stream, flush=True)
+                self._live = True
 
     def _end_live(self) -> None:
         if self._live:
@@ -32,4 +36,5 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled:
-            self._end_live()
+            with self._lock:
+                self._end_live()

@@ -29,10 +29,12 @@ from .dest.layout import Layout, check_writable, open_layout_for_write
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import LayoutError, PopulateError, UsageError
+from .fetch import fetch_all
+from .fill import WheelSplit, probe_index_dir, split_wheels
 from .image import ImageError, find_images
 from .keys import group_key, package_key
 from .lock import Lock, read_lock
-from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache
+from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache, unpacked_wheel_tree
 from .oci import Descriptor, Digest
 from .pack import PackedLayer, pack_layer
 from .plan import (
@@ -48,11 +50,12 @@ from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, 
 from .progress import Progress
 from .refs import LayoutRef, RegistryRef, docker_reference, parse_ref
 from .reuse import KnownLayers, KnownPackage, extract_known_packages
-from .selection import Selected, select_packages
+from .selection import Selected, select_packages, without_credentials
 from .stack import BaseImage, read_base_image, stack_root
 from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
+from .uvcache.unzip import NotPlainWheelError
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -83,6 +86,7 @@ class PushOptions:
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     consumer_cache_dir: str | None = None  # where the Dockerfile's uv reads its cache (--dockerfile)
     base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
+    unpack_wheels: bool = True  # False (--uv-unpacks-all): uv fills every package, none unpacked by ocicache
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +98,8 @@ class PushResult:
     uv_releases: str  # the uv releases that read the image
     layers: list[dict[str, Any]]
     skipped: list[str]
-    packages_populated: int  # downloaded or built by uv
+    packages_populated: int  # downloaded or built (by uv, or by ocicache: packages_unpacked)
+    packages_unpacked: int  # wheels downloaded and unpacked by ocicache itself (fill.py)
     packages_extracted: int  # taken out of known layers to be re-bundled
     layers_built: int
     layers_reused: int
@@ -146,7 +151,9 @@ class _Builder:
     pylock_text: str
     scratch: Path
     progress: Progress
-    populated: int = 0
+    unpack_wheels: bool = True  # index wheels unpacked by ocicache (fill.py); False: uv fills everything
+    populated: int = 0  # filled by uv
+    unpacked: int = 0  # downloaded and unpacked by ocicache
     extracted: int = 0
     _runs: int = 0
     _early: ThreadPoolExecutor | None = None  # the one packer thread beside uv (_EarlyPacker)
@@ -163,9 +170,52 @@ class _Builder:
 
     def populate(self, keyed: list[tuple[Selected, str]], target: Target,
                  while_running: Callable[[Path], None] | None = None) -> list[PackageTree]:
-        """Trees of `keyed`, filled by uv; `while_running(cache)` is called while uv runs."""
+        """Trees of `keyed`: index wheels unpacked by ocicache where uv agrees on a probe of their
+        index (fill.py), the rest filled by uv; `while_running(cache)` is called while uv runs."""
         if not keyed:
             return []
+        split = split_wheels(keyed, self.scratch / "wheels") if self.unpack_wheels else WheelSplit()
+        ours = split.keys()
+        trees: dict[str, PackageTree] = {}
+        fetched: dict[str, str | None] = {}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocicache-download") as background:
+            downloading = None
+            if ours:
+                split.wheel_dir.mkdir(exist_ok=True)
+                self.progress.step(f"downloading {len(ours) + len(split.probes)} wheels to unpack them here")
+                downloading = background.submit(fetch_all, split.downloads(),
+                                                lambda done, total: self.progress.count("wheels downloaded", done,
+                                                                                        total))
+            try:
+                trees |= self._fill_with_uv([sk for sk in keyed if sk[1] not in ours], target, while_running)
+            finally:
+                fetched = downloading.result() if downloading is not None else {}
+        index_dirs: dict[str, str] = {}
+        for index, (selected, key) in split.probes.items():
+            index_dir, why = probe_index_dir(split, index, trees[key], self.formats, fetched.get(selected.sha256 or ""))
+            if index_dir is None:
+                self.progress.step(f"uv unpacks the wheels of {without_credentials(index)}: {why}")
+            else:
+                index_dirs[index] = index_dir
+        leftover = []
+        for selected, key in split.ours:
+            index_dir = index_dirs.get(selected.index or "")
+            if index_dir is None or fetched.get(selected.sha256 or "", "not fetched") is not None:
+                leftover.append((selected, key))
+                continue
+            try:
+                trees[key] = unpacked_wheel_tree(selected, key, split.path(selected), index_dir, self.formats)
+            except NotPlainWheelError as exc:
+                self.progress.step(f"uv unpacks {selected.artifact}: {exc}")
+                leftover.append((selected, key))
+        self.unpacked += len(split.ours) - len(leftover)
+        trees |= self._fill_with_uv(leftover, target, None)
+        return [trees[k] for _, k in keyed]
+
+    def _fill_with_uv(self, keyed: list[tuple[Selected, str]], target: Target,
+                      while_running: Callable[[Path], None] | None) -> dict[str, PackageTree]:
+        if not keyed:
+            return {}
         self._runs += 1
         run_dir = self.scratch / f"populate-{self._runs}"
         run_dir.mkdir()
@@ -181,7 +231,7 @@ class _Builder:
         for tree in trees:
             if tree.package is not None and tree.package.key in built:
                 _check_built_for(tree, target)
-        return trees
+        return {t.package.key: t for t in trees if t.package is not None}
 
     def extract(self, packages: list[KnownPackage]) -> list[PackageTree]:
         self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
@@ -350,7 +400,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
-        builder = _Builder(uv, formats, pylock_text, scratch, progress)
+        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels)
         cleanup.callback(builder.close)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
@@ -388,7 +438,8 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
                   "manifest_digest": str(b.image.manifest_descriptor.digest)} for b in built],
         uv_version=uv.version, uv_releases=formats.releases, layers=rows,
         skipped=sorted({s for b in built for s in b.skipped}),
-        packages_populated=builder.populated, packages_extracted=builder.extracted,
+        packages_populated=builder.populated + builder.unpacked,
+        packages_unpacked=builder.unpacked, packages_extracted=builder.extracted,
         layers_built=len(state.packed), layers_reused=sum(1 for r in rows if r["reused"]),
         blobs_uploaded=report.count("uploaded"), blobs_mounted=report.count("mounted"),
         blobs_present=report.count("present"), bytes_uploaded=report.bytes("uploaded"),

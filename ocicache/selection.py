@@ -24,7 +24,7 @@ from .errors import SelectionError
 from .lock import Lock, LockedPackage
 from .target import Target
 
-__all__ = ["Selected", "Selection", "select_packages"]
+__all__ = ["Selected", "Selection", "select_packages", "without_credentials"]
 
 ArtifactKind = Literal["wheel", "sdist", "git"]
 
@@ -36,6 +36,8 @@ class Selected:
     artifact: str  # wheel/sdist filename, or the git URL
     sha256: str | None  # hex; None for git (identified by commit)
     commit: str | None = None
+    url: str | None = None  # where uv's export says the artifact is downloaded from
+    index: str | None = None  # the index it comes from (None for direct URLs and git)
 
     @property
     def name(self) -> str:
@@ -80,11 +82,11 @@ def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
         if locked is None:
             raise SelectionError(f"{package.name} {version} is in uv's export but not in {lock.path}")
         if isinstance(choice, PackageWheel):
-            selected.append(_artifact(locked, "wheel", choice.filename, choice.hashes))
+            selected.append(_artifact(locked, "wheel", choice.filename, choice.hashes, choice.url, package.index))
         elif isinstance(choice, PackageSdist):
-            selected.append(_artifact(locked, "sdist", choice.filename, choice.hashes))
+            selected.append(_artifact(locked, "sdist", choice.filename, choice.hashes, choice.url, package.index))
         elif isinstance(choice, PackageVcs) and choice.type == "git":
-            url = _without_credentials(choice.url or "")
+            url = without_credentials(choice.url or "")
             selected.append(Selected(package=locked, kind="git", artifact=url, sha256=None,
                                      commit=choice.commit_id))
         else:
@@ -99,7 +101,7 @@ def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
     return Selection(selected=tuple(selected), skipped=tuple(sorted(skipped)))
 
 
-def _without_credentials(url: str) -> str:
+def without_credentials(url: str) -> str:
     """Git URLs may carry a token (https://<token>@host/...): it must never reach an annotation."""
     from urllib.parse import urlsplit, urlunsplit
 
@@ -109,9 +111,9 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def _artifact(locked: LockedPackage, kind: ArtifactKind, name: str | None,
-              hashes: dict[str, str]) -> Selected:
+def _artifact(locked: LockedPackage, kind: ArtifactKind, name: str | None, hashes: dict[str, str],
+              url: str | None, index: str | None) -> Selected:
     sha = hashes.get("sha256")
     if sha is None:
         raise SelectionError(f"{locked.name} {locked.version}: {name} has no sha256 in the lock")
-    return Selected(package=locked, kind=kind, artifact=name or "", sha256=sha)
+    return Selected(package=locked, kind=kind, artifact=name or "", sha256=sha, url=url, index=index)

@@ -11,14 +11,27 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 EntryKind = Literal["dir", "file", "symlink"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZipMember:
+    """A file's bytes inside a zip (a wheel): where its data starts, how it is compressed."""
+
+    offset: int
+    compressed_size: int
+    method: int  # 0 stored, 8 deflate
+    crc32: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
-    """One tar entry. Exactly one of `source`/`data` for files; `link` for symlinks."""
+    """One tar entry. Exactly one of `source`/`data` for files (with `member`, `source` is a zip and
+    the file is that member); `link` for symlinks."""
 
     path: str
     kind: EntryKind
@@ -27,6 +40,7 @@ class Entry:
     data: bytes | None = None
     link: str | None = None
     size: int = 0
+    member: ZipMember | None = None
 
     def __post_init__(self) -> None:
         if self.path.startswith("/") or ".." in self.path.split("/") or not self.path:
@@ -89,6 +103,54 @@ class PackageTree:
     @property
     def name(self) -> str:
         return self.package.name if self.package else "_base"
+
+
+def read_chunks(entry: Entry) -> Iterator[bytes]:
+    """The bytes of a file entry whose content is in `source`, in chunks of at most 1 MiB; OSError if
+    they are not the `size` bytes the entry promises (a file changed meanwhile, a corrupt zip member)."""
+    assert entry.source is not None
+    with open(entry.source, "rb") as f:
+        if entry.member is not None:
+            f.seek(entry.member.offset)
+            yield from _member_chunks(f, entry.member, entry.size)
+            return
+        left = entry.size
+        while left:
+            chunk = f.read(min(left, _CHUNK))
+            if not chunk:
+                raise OSError(f"{entry.source}: changed while it was read (shorter than {entry.size} bytes)")
+            left -= len(chunk)
+            yield chunk
+
+
+def _member_chunks(f: BinaryIO, member: ZipMember, size: int) -> Iterator[bytes]:
+    """A zip member's data, inflated with ISA-L (what packing spends most of its time on besides
+    compressing), its CRC-32 checked at the end."""
+    from isal import isal_zlib
+
+    crc, produced, left = 0, 0, member.compressed_size
+    inflater = isal_zlib.decompressobj(-15) if member.method == 8 else None
+    while left or (inflater is not None and inflater.unconsumed_tail):
+        if inflater is not None and inflater.unconsumed_tail:
+            data = inflater.unconsumed_tail
+        else:
+            data = f.read(min(left, _CHUNK))
+            if not data:
+                raise OSError("the zip ends inside a member")
+            left -= len(data)
+        out = data if inflater is None else inflater.decompress(data, _CHUNK)
+        crc = isal_zlib.crc32(out, crc)
+        produced += len(out)
+        if produced > size:
+            raise OSError("a zip member inflates to more bytes than its header says")
+        yield out
+    if inflater is not None:
+        out = inflater.flush()
+        crc = isal_zlib.crc32(out, crc)
+        produced += len(out)
+        yield out
+    if produced != size or crc != member.crc32:
+        raise OSError("a zip member does not match its CRC-32 or size (a corrupt wheel)")
 
 
 def file_entry(path: str, source: Path) -> Entry:

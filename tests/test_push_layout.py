@@ -243,9 +243,11 @@ def test_several_targets_make_an_index_sharing_pure_layers(make_project, index, 
 def test_layers_packed_while_uv_fills_the_cache_are_the_layers_packed_after(make_project, tmp_path):
     """Big wheels are packed as soon as uv has cached them (issue 8): the image must not change.
     uv is made to look slow (polls keep coming after it has cached everything), so the early packer
-    certainly runs; a --jobs 1 push (no early packing) gives the reference digest."""
+    certainly runs; a --jobs 1 push (no early packing) gives the reference digest. --uv-unpacks-all:
+    the early packer packs what uv fills, and by default uv fills one wheel per index only."""
     lock = make_project(tmp_path / "project", ["heavy", "numpy", "small-b", "sdist-only"])
     reference = ocicache("push", lock, f"oci:{tmp_path / 'ref'}:v1", "--jobs", "1", "--json").json()
+    assert reference["packages_unpacked"] > 0  # the default fill: this digest is also the cross-check
     assert reference["layers_packed_early"] == 0
     driver = (
         "import sys, time\n"
@@ -262,8 +264,10 @@ def test_layers_packed_while_uv_fills_the_cache_are_the_layers_packed_after(make
 
         "sys.exit(main(sys.argv[1:]))\n")
     run = subprocess.run([os.sys.executable, "-c", driver, "push", str(lock), f"oci:{tmp_path / 'early'}:v1",
-                          "--json"], capture_output=True, text=True, env=hermetic_env(), timeout=300)
+                          "--json", "--uv-unpacks-all"], capture_output=True, text=True, env=hermetic_env(),
+                         timeout=300)
     assert run.returncode == 0, run.stderr
     early = json.loads(run.stdout)
     assert early["layers_packed_early"] == 2  # heavy and numpy, the solo layers; the rest after uv
+    assert early["packages_unpacked"] == 0
     assert early["manifest_digest"] == reference["manifest_digest"]

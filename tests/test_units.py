@@ -317,10 +317,10 @@ def test_public_api_exports_and_version_match_the_package():
 
 
 def test_git_urls_lose_their_credentials_before_reaching_annotations():
-    from ocicache.selection import _without_credentials
+    from ocicache.selection import without_credentials
 
-    assert _without_credentials("https://x-token:s3cret@git.example/org/repo") == "https://git.example/org/repo"
-    assert _without_credentials("file:///tmp/repo") == "file:///tmp/repo"
+    assert without_credentials("https://x-token:s3cret@git.example/org/repo") == "https://git.example/org/repo"
+    assert without_credentials("file:///tmp/repo") == "file:///tmp/repo"
 
 
 def test_narrowing_maps_to_uv_export_flags():

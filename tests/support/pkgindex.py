@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import threading
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -71,6 +72,43 @@ def wheel_bytes(
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, files[path])
     return f"{module}-{version}-{tag}.whl", buf.getvalue()
+
+
+ODD_TAG = "py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.musllinux_1_2_x86_64"  # uv keys it by a digest
+
+
+def odd_wheel_bytes(name: str = "odd", version: str = "1.0") -> tuple[str, bytes]:
+    """A wheel with what real wheels have and `wheel_bytes` does not: an executable, a stored
+    (uncompressed) member, explicit and repeated directory entries, an empty directory, an empty
+    file, a UTF-8 name, parents with no entry of their own, and a filename uv keys by a digest."""
+    module = _dist_info_name(name)
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": b"from pathlib import Path\nHERE = Path(__file__).parent\n",
+        f"{module}/tool.sh": b"#!/bin/sh\necho odd\n",
+        f"{module}/data/blob.bin": bytes(range(256)) * 800,
+        f"{module}/deep/a/b/c.py": b"DEPTH = 3\n",
+        f"{module}/empty.txt": b"",
+        f"{module}/\u00fcn\u00ef.py": b"X = 1\n",
+        f"{dist_info}/METADATA": _metadata(name, version, ()).encode(),
+        f"{dist_info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: ocicache-tests\nRoot-Is-Purelib: true\nTag: "
+                              f"{ODD_TAG}\n".encode(),
+    }
+    record = [_record_line(path, data) for path, data in sorted(files.items())]
+    files[f"{dist_info}/RECORD"] = ("\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the repeated directory entry is the point
+        for directory in (f"{dist_info}/", f"{module}/empty/", f"{dist_info}/"):
+            info = zipfile.ZipInfo(directory, _ZIP_DATE)
+            info.external_attr = (0o40755 << 16) | 0x10
+            zf.writestr(info, b"")
+        for path in sorted(files):
+            info = zipfile.ZipInfo(path, _ZIP_DATE)
+            info.external_attr = (0o755 if path.endswith(".sh") else 0o644) << 16
+            info.compress_type = zipfile.ZIP_STORED if path.endswith(".bin") else zipfile.ZIP_DEFLATED
+            zf.writestr(info, files[path])
+    return f"{module}-{version}-{ODD_TAG}.whl", buf.getvalue()
 
 
 # A PEP 517 backend in the sdist itself: stdlib only, so a build needs no index.

@@ -1,0 +1,94 @@
+"""The index edge: download wheels the lock pins, each checked against the lock's sha256 and size.
+
+Only what needs nothing uv knows better: plain http(s) URLs, no credentials, no redirects to follow
+into the unknown. Any failure (401, 404, a dropped connection after retries, a hash mismatch) is
+returned, not raised: the caller hands that wheel to uv, which has its own authentication,
+retries and error messages for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+__all__ = ["Download", "fetch_all", "fetchable"]
+
+_CHUNK = 1 << 20
+_ATTEMPTS = 3
+_JOBS = 8  # uv opens about as many connections to an index
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    url: str
+    sha256: str
+    size: int | None
+    dest: Path
+
+
+def fetchable(url: str | None) -> bool:
+    """A URL ocicache downloads itself (anything else is uv's to fetch)."""
+    if not url:
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and "@" not in parts.netloc and bool(parts.hostname)
+
+
+def fetch_all(downloads: list[Download], on_done: Callable[[int, int], None] = lambda _done, _total: None,
+              ) -> dict[str, str | None]:
+    """Download each to its `dest`; by sha256, None when it arrived intact, else why not.
+    `on_done(done, total)` after each."""
+    if not downloads:
+        return {}
+    done = itertools.count(1)
+    with httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=False) as client, \
+            ThreadPoolExecutor(max_workers=min(_JOBS, len(downloads)), thread_name_prefix="ocicache-fetch") as pool:
+        def one(d: Download) -> tuple[str, str | None]:
+            outcome = _fetch(client, d)
+            on_done(next(done), len(downloads))
+            return d.sha256, outcome
+
+        return dict(pool.map(one, downloads))
+
+
+def _fetch(client: httpx.Client, d: Download) -> str | None:
+    part = d.dest.with_name(d.dest.name + ".part")
+    last = "not tried"
+    for _attempt in range(_ATTEMPTS):
+        try:
+            digest, size = _stream(client, d.url, part)
+        except httpx.HTTPStatusError as exc:
+            return f"HTTP {exc.response.status_code}"
+        except (httpx.TransportError, OSError) as exc:
+            last = type(exc).__name__
+            continue
+        if digest != d.sha256 or (d.size is not None and size != d.size):
+            part.unlink(missing_ok=True)
+            return "its sha256 or size is not the lock's"
+        os.replace(part, d.dest)
+        return None
+    part.unlink(missing_ok=True)
+    return last
+
+
+def _stream(client: httpx.Client, url: str, part: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with client.stream("GET", url) as response:
+        response.raise_for_status()
+        if response.status_code != 200:  # a redirect, or another 2xx: uv knows what to do
+            raise httpx.HTTPStatusError("not 200", request=response.request, response=response)
+        with open(part, "wb") as out:
+            for chunk in response.iter_bytes(_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+    return h.hexdigest(), size
