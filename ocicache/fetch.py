@@ -9,15 +9,16 @@ retries and error messages for it.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
+if TYPE_CHECKING:  # imported when wheels are downloaded: a push that reuses everything never needs it
+    import httpx
 
 __all__ = ["Download", "fetch_all", "fetchable"]
 
@@ -42,24 +43,30 @@ def fetchable(url: str | None) -> bool:
     return parts.scheme in ("http", "https") and "@" not in parts.netloc and bool(parts.hostname)
 
 
-def fetch_all(downloads: list[Download], on_done: Callable[[int, int], None] = lambda _done, _total: None,
+def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], None] = lambda _sha, _outcome: None,
               ) -> dict[str, str | None]:
     """Download each to its `dest`; by sha256, None when it arrived intact, else why not.
-    `on_done(done, total)` after each."""
+    `on_done(sha256, outcome)` as each finishes (from a worker thread)."""
     if not downloads:
         return {}
-    done = itertools.count(1)
+    import httpx
+
     with httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=False) as client, \
             ThreadPoolExecutor(max_workers=min(_JOBS, len(downloads)), thread_name_prefix="ocicache-fetch") as pool:
         def one(d: Download) -> tuple[str, str | None]:
-            outcome = _fetch(client, d)
-            on_done(next(done), len(downloads))
+            try:
+                outcome = _fetch(client, d)
+            except Exception as exc:  # whatever it is, uv gets the wheel instead
+                outcome = type(exc).__name__
+            on_done(d.sha256, outcome)
             return d.sha256, outcome
 
         return dict(pool.map(one, downloads))
 
 
 def _fetch(client: httpx.Client, d: Download) -> str | None:
+    import httpx
+
     part = d.dest.with_name(d.dest.name + ".part")
     last = "not tried"
     for _attempt in range(_ATTEMPTS):
@@ -80,6 +87,8 @@ def _fetch(client: httpx.Client, d: Download) -> str | None:
 
 
 def _stream(client: httpx.Client, url: str, part: Path) -> tuple[str, int]:
+    import httpx
+
     h = hashlib.sha256()
     size = 0
     with client.stream("GET", url) as response:

@@ -36,8 +36,11 @@ class WheelSplit:
     wheel_dir: Path = Path()
 
     def downloads(self) -> list[Download]:
+        """Probes first (they decide the rest), then the biggest first: they take longest to pack,
+        and the small ones then fill the network's tail."""
+        ours = sorted(self.ours, key=lambda sk: -(sk[0].size or 0))
         return [Download(url=s.url or "", sha256=s.sha256 or "", size=s.size, dest=self.path(s))
-                for s, _ in [*self.probes.values(), *self.ours]]
+                for s, _ in [*self.probes.values(), *ours]]
 
     def path(self, selected: Selected) -> Path:
         return self.wheel_dir / f"{selected.sha256}.whl"

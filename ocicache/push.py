@@ -11,11 +11,12 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import queue
 import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ class PushResult:
     bytes_uploaded: int
     pool_tags_written: int
     seconds: float
-    layers_packed_early: int = 0  # packed while uv was still filling the cache
+    layers_packed_early: int = 0  # packed before every package was in (while uv ran or wheels downloaded)
 
     def to_json(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -152,15 +153,16 @@ class _Builder:
     scratch: Path
     progress: Progress
     unpack_wheels: bool = True  # index wheels unpacked by ocicache (fill.py); False: uv fills everything
+    jobs: int = DEFAULT_JOBS  # layers packed at once
     populated: int = 0  # filled by uv
     unpacked: int = 0  # downloaded and unpacked by ocicache
     extracted: int = 0
     _runs: int = 0
-    _early: ThreadPoolExecutor | None = None  # the one packer thread beside uv (_EarlyPacker)
+    _early: ThreadPoolExecutor | None = None  # the packer threads of _EarlyPacker
 
     def early_packer(self) -> ThreadPoolExecutor:
         if self._early is None:
-            self._early = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocicache-early-pack")
+            self._early = ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="ocicache-early-pack")
         return self._early
 
     def close(self) -> None:
@@ -169,45 +171,49 @@ class _Builder:
             self._early.shutdown(wait=True, cancel_futures=True)
 
     def populate(self, keyed: list[tuple[Selected, str]], target: Target,
-                 while_running: Callable[[Path], None] | None = None) -> list[PackageTree]:
+                 early: _EarlyPacker | None = None) -> list[PackageTree]:
         """Trees of `keyed`: index wheels unpacked by ocicache where uv agrees on a probe of their
-        index (fill.py), the rest filled by uv; `while_running(cache)` is called while uv runs."""
+        index (fill.py), the rest filled by uv. `early` packs big wheels meanwhile: those uv has
+        cached while it runs, then each download as it arrives."""
         if not keyed:
             return []
         split = split_wheels(keyed, self.scratch / "wheels") if self.unpack_wheels else WheelSplit()
         ours = split.keys()
         trees: dict[str, PackageTree] = {}
-        fetched: dict[str, str | None] = {}
+        arrivals = _Arrivals(idle=lambda: early.pump(self.jobs) if early is not None else None)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocicache-download") as background:
-            downloading = None
             if ours:
                 split.wheel_dir.mkdir(exist_ok=True)
                 self.progress.step(f"downloading {len(ours) + len(split.probes)} wheels to unpack them here")
-                downloading = background.submit(fetch_all, split.downloads(),
-                                                lambda done, total: self.progress.count("wheels downloaded", done,
-                                                                                        total))
-            try:
-                trees |= self._fill_with_uv([sk for sk in keyed if sk[1] not in ours], target, while_running)
-            finally:
-                fetched = downloading.result() if downloading is not None else {}
-        index_dirs: dict[str, str] = {}
-        for index, (selected, key) in split.probes.items():
-            index_dir, why = probe_index_dir(split, index, trees[key], self.formats, fetched.get(selected.sha256 or ""))
-            if index_dir is None:
-                self.progress.step(f"uv unpacks the wheels of {without_credentials(index)}: {why}")
-            else:
-                index_dirs[index] = index_dir
-        leftover = []
-        for selected, key in split.ours:
-            index_dir = index_dirs.get(selected.index or "")
-            if index_dir is None or fetched.get(selected.sha256 or "", "not fetched") is not None:
-                leftover.append((selected, key))
-                continue
-            try:
-                trees[key] = unpacked_wheel_tree(selected, key, split.path(selected), index_dir, self.formats)
-            except NotPlainWheelError as exc:
-                self.progress.step(f"uv unpacks {selected.artifact}: {exc}")
-                leftover.append((selected, key))
+                arrivals.fetching = background.submit(fetch_all, split.downloads(), arrivals.report)
+            uv_keyed = [sk for sk in keyed if sk[1] not in ours]
+            trees |= self._fill_with_uv(uv_keyed, target, None if early is None else early.poll)
+            index_dirs: dict[str, str] = {}
+            for index, (selected, key) in split.probes.items():
+                outcome = arrivals.outcome(selected.sha256 or "")
+                index_dir, why = probe_index_dir(split, index, trees[key], self.formats, outcome)
+                if index_dir is None:
+                    self.progress.step(f"uv unpacks the wheels of {without_credentials(index)}: {why}")
+                else:
+                    index_dirs[index] = index_dir
+            by_sha = {s.sha256: (s, k) for s, k in split.ours}
+            leftover = []
+            for n in range(1, len(by_sha) + 1):  # as they arrive: packing starts while the rest download
+                sha, outcome = arrivals.next_of(by_sha.keys())
+                selected, key = by_sha[sha]
+                self.progress.count("wheels downloaded", n, len(by_sha))
+                index_dir = index_dirs.get(selected.index or "")
+                if index_dir is None or outcome is not None:
+                    leftover.append((selected, key))
+                    continue
+                try:
+                    trees[key] = unpacked_wheel_tree(selected, key, split.path(selected), index_dir, self.formats)
+                except NotPlainWheelError as exc:
+                    self.progress.step(f"uv unpacks {selected.artifact}: {exc}")
+                    leftover.append((selected, key))
+                    continue
+                if early is not None:
+                    early.offer([trees[key]], self.jobs)
         self.unpacked += len(split.ours) - len(leftover)
         trees |= self._fill_with_uv(leftover, target, None)
         return [trees[k] for _, k in keyed]
@@ -239,14 +245,58 @@ class _Builder:
         return extract_known_packages(packages, self.scratch / f"extract-{self.extracted}")
 
 
-class _EarlyPacker:
-    """Packs the big wheels' solo layers while uv is still filling the cache.
+class _Arrivals:
+    """Downloads as they finish: fetch_all reports from its threads, the builder takes them in turn
+    (calling `idle` while it waits, to keep packer threads busy)."""
 
-    While uv waits on the index, a core is idle: one packer thread runs beside it, one layer at a
-    time, from each wheel uv has finished (it writes a wheel's pointer last). Measured 0.95x the push
-    time behind a 25 MB/s index, no gain from a fast loopback one (docs/benchmarks.md, run 7).
-    Speculative: the plan, made once everything is cached, decides; a layer it does not use is left
-    in the scratch directory.
+    def __init__(self, idle: Callable[[], None]) -> None:
+        self.idle = idle
+        self.fetching: Future[dict[str, str | None]] | None = None
+        self._queue: queue.SimpleQueue[tuple[str, str | None]] = queue.SimpleQueue()
+        self._outcomes: dict[str, str | None] = {}
+        self._taken: set[str] = set()
+
+    def report(self, sha: str, outcome: str | None) -> None:
+        self._queue.put((sha, outcome))
+
+    def outcome(self, sha: str) -> str | None:
+        """How `sha`'s download went (None: intact), waiting for it."""
+        while sha not in self._outcomes:
+            self._receive()
+        return self._outcomes[sha]
+
+    def next_of(self, shas: Iterable[str | None]) -> tuple[str, str | None]:
+        """A download of `shas` not taken yet, the first to have finished."""
+        wanted = {s for s in shas if s} - self._taken
+        while not wanted & self._outcomes.keys():
+            self._receive()
+        sha = min(wanted & self._outcomes.keys())
+        self._taken.add(sha)
+        return sha, self._outcomes[sha]
+
+    def _receive(self) -> None:
+        try:
+            sha, outcome = self._queue.get(timeout=0.05)
+        except queue.Empty:
+            if self.fetching is None or self.fetching.done():
+                if self.fetching is not None:
+                    self.fetching.result()  # its exception, if it failed
+                raise PopulateError("a download was never reported (a bug worth reporting)") from None
+            self.idle()
+            return
+        self._outcomes[sha] = outcome
+
+
+class _EarlyPacker:
+    """Packs the big wheels' solo layers before every package is in: while uv fills the cache, and
+    while the wheels ocicache unpacks itself are downloading.
+
+    While uv runs, one packer thread beside it, one layer at a time, from each wheel uv has finished
+    (it writes a wheel's pointer last): uv keeps a core busy. While wheels download, the cores are
+    free: `jobs` threads pack each big wheel as it arrives (the codecs, the inflater and hashlib
+    release the GIL on the 1 MiB blocks of a big layer). Measured: docs/benchmarks.md. Speculative:
+    the plan, made once everything is in, decides; a layer it does not use is left in the scratch
+    directory.
     """
 
     def __init__(self, builder: _Builder, keyed: list[tuple[Selected, str]], codec: Codec, space: str, root: str,
@@ -257,30 +307,45 @@ class _EarlyPacker:
         self.slots = slots
         self.builder, self.codec, self.space, self.root = builder, codec, space, root
         self.solo_threshold = solo_threshold
-        self.queue: list[LayerGroup] = []
+        self.queue: list[PackageTree] = []  # solo candidates not started, smallest first
         self.started: dict[str, tuple[LayerGroup, Path, Future[PackedLayer]]] = {}  # by layer key
         self._watch: WheelWatch | None = None
 
     def poll(self, cache: Path) -> None:
-        if any(not f.done() for _, _, f in self.started.values()):
+        """While uv runs: offer what it has cached, pack one layer at a time."""
+        if self._running():
             return  # one at a time: the other core is uv's
         if not self.queue and self.pending:
             if self._watch is None:
                 self._watch = WheelWatch(cache, self.builder.uv.family)
             try:  # uv is writing meanwhile: whatever cannot be read now is left to the normal path
                 done = self._watch.scan() & set(self.pending)
-                trees = self._watch.normalise(self.builder.formats, [self.pending.pop(sha) for sha in sorted(done)])
+                trees = self._watch.normalise(self.builder.formats, [self.pending[sha] for sha in sorted(done)])
             except (OSError, NormaliseError):
                 return
-            self.queue = [LayerGroup(kind="package", name=t.name, trees=(t,))
-                          for t in sorted(trees, key=lambda t: t.size) if t.size >= self.solo_threshold]
-        if self.queue and len(self.started) < self.slots:
-            group = self.queue.pop()  # biggest first
+            self.offer(trees, 1)
+        self.pump(1)
+
+    def offer(self, trees: list[PackageTree], in_flight: int) -> None:
+        """Trees now complete: the big ones join the queue; start packing up to `in_flight` at once."""
+        for tree in trees:
+            sha = tree.package.hash.removeprefix("sha256:") if tree.package else ""
+            if self.pending.pop(sha, None) is not None and tree.size >= self.solo_threshold:
+                self.queue.append(tree)
+        self.queue.sort(key=lambda t: t.size)
+        self.pump(in_flight)
+
+    def pump(self, in_flight: int) -> None:
+        while self.queue and len(self.started) < self.slots and self._running() < in_flight:
+            tree = self.queue.pop()  # biggest first
+            group = LayerGroup(kind="package", name=tree.name, trees=(tree,))
             key = _layer_key(group, self.space)
             path = self.builder.scratch / "blobs" / f"early-{key[7:]}"
-            future = self.builder.early_packer().submit(pack_layer, list(group.trees[0].entries), path, self.codec,
-                                                        self.root)
+            future = self.builder.early_packer().submit(pack_layer, list(tree.entries), path, self.codec, self.root)
             self.started[key] = (group, path, future)
+
+    def _running(self) -> int:
+        return sum(1 for _, _, f in self.started.values() if not f.done())
 
     def keys(self) -> set[str]:
         """The layer keys packed or being packed."""
@@ -400,7 +465,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
-        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels)
+        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs)
         cleanup.callback(builder.close)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
@@ -484,7 +549,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     to_populate = [(s, k) for s, k in keyed if k not in trees]
     early = _EarlyPacker(builder, to_populate, codec, space, root, opts.solo_threshold,
                          solo_slots(max_layers, opts.buckets))
-    for tree in builder.populate(to_populate, target, early.poll if opts.jobs > 1 else None):
+    for tree in builder.populate(to_populate, target, early if opts.jobs > 1 else None):
         assert tree.package is not None
         trees[tree.package.key] = tree
     groups = _plan(trees, keyed, opts, base_tree(formats), max_layers)
@@ -506,7 +571,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     todo = [g for g in groups if not reusable(g)]
     in_progress = early.keys() & {_layer_key(g, space) for g in todo}
     progress.step(f"packing {len(todo)} of {len(groups)} layers ({codec.name}); {len(groups) - len(todo)} reused"
-                  + (f"; {len(in_progress)} packed while uv was filling the cache" if in_progress else ""))
+                  + (f"; {len(in_progress)} packed while packages were still arriving" if in_progress else ""))
     _pack_groups([g for g in todo if _layer_key(g, space) not in in_progress], codec, space, root,
                  builder.scratch / "blobs", opts.jobs, state, progress)
     early.collect(in_progress, state)

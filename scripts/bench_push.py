@@ -13,6 +13,7 @@ re-locks against that mirror, then measures, --repeat times each, median reporte
 
 wall time, peak RSS of the whole process tree (ocicache + uv) and of ocicache's own process.
 Usage: .venv/bin/python scripts/bench_push.py [--repeat N] [--project example|datasci] [--workdir DIR]
+       [--rate-mbps 25]   (the index behind a proxy of that bandwidth, as on a CI runner)
 """
 
 from __future__ import annotations
@@ -59,12 +60,13 @@ def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None =
     return elapsed, usage.ru_maxrss
 
 
-def bench(project: str, workdir: Path, repeat: int) -> dict[str, object]:
+def bench(project: str, workdir: Path, repeat: int, rate_mbps: float | None = None) -> dict[str, object]:
     """Measure one project. This process stays small (stdlib only): children's ru_maxrss starts
     from the launcher's size at fork, so heavy work (downloads, serving) runs in subprocesses."""
     uv = Path(REPO / ".venv" / "bin" / "uv")
     subprocess.run([sys.executable, __file__, "--mirror", project, "--workdir", str(workdir)], check=True)
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(workdir / f"{project}-mirror")],
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(workdir / f"{project}-mirror"),
+                               *(["--rate-mbps", str(rate_mbps)] if rate_mbps else [])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     lock = relock(PROJECTS[project], workdir / f"{project}-local", uv, server.stdout.readline().strip())
@@ -114,14 +116,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench")
     parser.add_argument("--mirror", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rate-mbps", type=float, metavar="MB/S",
+                        help="reach the index through a proxy limited to this bandwidth (a CI runner's network)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mirror:
         return mirror(PROJECTS[args.mirror], args.workdir / f"{args.mirror}-upstream",
                       args.workdir / f"{args.mirror}-mirror", REPO / ".venv" / "bin" / "uv")
     if args.serve:
-        return serve(args.serve)
-    rows = [bench(p, args.workdir, args.repeat) for p in (args.project or ["example", "datasci"])]
+        return serve(args.serve, args.rate_mbps)
+    rows = [bench(p, args.workdir, args.repeat, args.rate_mbps) for p in (args.project or ["example", "datasci"])]
     print("| project | packages | image | uv cold | push cold | ratio | push again | peak RSS push (ocicache / tree) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

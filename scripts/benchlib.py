@@ -77,13 +77,22 @@ def mirror(pyproject: str, work: Path, index_root: Path, uv: Path, python: str |
             partial.rename(path)
 
 
-def serve(root: Path) -> None:
-    """Serve a mirror on 127.0.0.1 until stdin closes (run as a subprocess); print its URL."""
+def serve(root: Path, rate_mbps: float | None = None) -> None:
+    """Serve a mirror on 127.0.0.1 until stdin closes (run as a subprocess); print its URL. With
+    `rate_mbps`, the URL is a proxy that limits every connection together to that many MB/s."""
     from tests.support.pkgindex import PackageIndex
+    from tests.support.tcpproxy import SharedLimit, ThrottledProxy
 
     index = PackageIndex(root)
-    print(index.serve(), flush=True)
+    url = index.serve()
+    proxy = None
+    if rate_mbps:
+        proxy = ThrottledProxy(int(url.split(":")[2].split("/")[0]), shared=SharedLimit(int(rate_mbps * 1_000_000)))
+        url = f"http://127.0.0.1:{proxy.port}/simple"
+    print(url, flush=True)
     sys.stdin.read()
+    if proxy is not None:
+        proxy.close()
     index.close()
 
 
