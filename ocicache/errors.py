@@ -6,7 +6,7 @@
       SelectionError         nothing in the lock can be installed on the target
       CacheFormatError       a uv whose cache format ocicache does not know
       DockerfileError        --dockerfile: a build ocicache cannot read or match (names the line and the flag)
-      PopulateError          uv failed while filling the scratch cache (ends with uv's last stderr lines)
+      PopulateError          filling or packing the cache failed (uv's last stderr lines, or the file)
       DestinationError       the destination cannot be read or written
         LayoutError          an OCI image layout directory
 

@@ -355,7 +355,7 @@ class _EarlyPacker:
         """Record the early layers of `keys` (waiting for the one in progress)."""
         for key in keys:
             group, path, future = self.started[key]
-            packed = future.result()
+            packed = _packed(future, group)
             state.packed[key] = (_describe(group, self.space, packed.digest, packed.diff_id, packed.size,
                                            packed.media_type), path)
             state.packed_early += 1
@@ -661,10 +661,19 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str,
                    for key, group, entries, path in work}
         for done, future in enumerate(as_completed(futures), 1):
             key, group, path = futures[future]
-            packed = future.result()
+            packed = _packed(future, group)
             state.packed[key] = (_describe(group, fmt_id, packed.digest, packed.diff_id, packed.size,
                                            packed.media_type), path)
             progress.count("layers packed", done, len(work))
+
+
+def _packed(future: Future[PackedLayer], group: LayerGroup) -> PackedLayer:
+    """The packed layer, or one clear error naming the packages (a file gone, a corrupt wheel)."""
+    try:
+        return future.result()
+    except OSError as exc:
+        names = ", ".join(t.name for t in group.trees)
+        raise PopulateError(f"cannot pack the layer of {names}: {exc}") from None
 
 
 _PARALLEL_PACK_BYTES = 64 << 20  # below this, one in-process packer beats starting workers

@@ -112,7 +112,10 @@ def read_chunks(entry: Entry) -> Iterator[bytes]:
     with open(entry.source, "rb") as f:
         if entry.member is not None:
             f.seek(entry.member.offset)
-            yield from _member_chunks(f, entry.member, entry.size)
+            try:
+                yield from _member_chunks(f, entry.member, entry.size)
+            except OSError as exc:
+                raise OSError(f"{entry.path}: {exc}") from None
             return
         left = entry.size
         while left:
@@ -138,14 +141,20 @@ def _member_chunks(f: BinaryIO, member: ZipMember, size: int) -> Iterator[bytes]
             if not data:
                 raise OSError("the zip ends inside a member")
             left -= len(data)
-        out = data if inflater is None else inflater.decompress(data, _CHUNK)
+        try:
+            out = data if inflater is None else inflater.decompress(data, _CHUNK)
+        except isal_zlib.error as exc:
+            raise OSError(f"the zip member does not inflate ({exc})") from None
         crc = isal_zlib.crc32(out, crc)
         produced += len(out)
         if produced > size:
             raise OSError("a zip member inflates to more bytes than its header says")
         yield out
     if inflater is not None:
-        out = inflater.flush()
+        try:
+            out = inflater.flush()
+        except isal_zlib.error as exc:
+            raise OSError(f"the zip member does not inflate ({exc})") from None
         crc = isal_zlib.crc32(out, crc)
         produced += len(out)
         yield out

@@ -14,6 +14,7 @@ Scenarios:
   b  fresh runner, a service whose dependencies have no wheel for the target: compiled from sdists
   c  warm runner: the store kept from a build of the previous lock, one dependency bumped
   d  fresh runner, the monorepo's second service (most of its layers shared with the first's)
+  e  the monorepo's job: the first service then the second on one fresh runner, the second timed
 Builders: buildah (overlay storage, runc) and dockerd (BuildKit), a fresh store per run; the order
 of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
 
@@ -63,7 +64,8 @@ PROJECTS = {
 # Mirrored only: what building those sdists needs from the index (uv's build isolation).
 BUILD_DEPS = _HEAD.format(name="build-deps") + 'dependencies = ["setuptools", "wheel"]\n' + _TAIL
 BASES = {"native": "base-cc"}  # the sdist service's base image carries a C compiler
-SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None)}
+SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None),
+             "e": ("api", "worker")}
 VARIANTS = ("guide", "bind", "stacked")
 
 
@@ -212,7 +214,7 @@ def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, 
             runner = _runner(builder, work / "builder")
             try:
                 network = "host" if variant == "guide" else "none"
-                if previous is not None:  # a warm runner: the previous lock built in this store first
+                if previous is not None:  # a warm runner: another lock built in this store first
                     runner.build(_context(work / "ctx", locks[previous], dockerfile(variant, images, previous)),
                                  network)
                 context = _context(work / "ctx", locks[project], dockerfile(variant, images, project))

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.baseimage import build_base_image, build_uv_image
 from tests.support.builders import Dockerd
-from tests.support.pkgindex import PackageIndex, odd_wheel_bytes, source_tree
+from tests.support.pkgindex import PackageIndex, corrupt_wheel_bytes, odd_wheel_bytes, source_tree
 from tests.support.registry import PASSWORD, RegistryServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,6 +107,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PackageIndex]:
         idx.add_wheel("native", "1.0", tag=tag)
     idx.add_wheel("armonly", "1.0", tag="py3-none-manylinux_2_17_aarch64")
     idx.add(*odd_wheel_bytes())  # zip features the other wheels lack (tests/test_unpack_wheels.py)
+    idx.add(*corrupt_wheel_bytes())
     for n, version in enumerate(("1.0", "2.0", "3.0")):  # upgraded round by round (tests/test_gc.py)
         idx.add_wheel("gc-alpha", version, files=heavy_files("gc-alpha", 1100 * 1024, 10 + n))
         idx.add_wheel("gc-beta", version)

@@ -20,7 +20,7 @@ from ocicache.fetch import Download, fetch_all
 from ocicache.tree import read_chunks
 from ocicache.uvcache.digest import cache_digest, wheel_cache_key
 from ocicache.uvcache.unzip import NotPlainWheelError, wheel_archive_entries
-from tests.conftest import hermetic_env, ocicache, offline_sync, unpack_layout
+from tests.conftest import hermetic_env, ocicache, offline_sync, unpack_layout, uv_bin
 from tests.support.pkgindex import ODD_TAG, odd_wheel_bytes
 
 DEPS = ["odd", "heavy", "numpy", "small-b"]  # small-a comes with small-b: five wheels, one index
@@ -199,3 +199,35 @@ def test_zips_uv_would_treat_otherwise_are_left_to_uv(tmp_path, members, why):
     (tmp_path / "junk.whl").write_bytes(b"PK not a zip")
     with pytest.raises(NotPlainWheelError):
         wheel_archive_entries(tmp_path / "junk.whl", "r")
+
+
+def test_wheels_packed_as_they_download_are_the_layers_packed_after(reference, tmp_path):
+    """A slow network: the big wheels are packed while the others still download (the early
+    packer); the image must be the one a push that packs everything at the end writes."""
+    lock, by_uv = reference
+    driver = (
+        "import time, ocicache.fetch as fetch\n"
+        "real = fetch._stream\n"
+        "def slow(client, url, part):\n"
+        "    time.sleep(0.4)\n"
+        "    return real(client, url, part)\n"
+        "fetch._stream = slow\n")
+    result, _ = _push(lock, tmp_path / "slow", "--jobs", "2", driver=driver)
+    assert result["layers_packed_early"] >= 1 and result["packages_unpacked"] == 4
+    assert result["manifest_digest"] == by_uv["manifest_digest"]
+
+
+def test_a_corrupt_wheel_is_one_clear_error_and_no_image(make_project, tmp_path):
+    """A damaged zip the index serves and the lock pins: uv refuses to install it, so must the push
+    (ocicache finds it while packing, having unpacked it itself)."""
+    lock = make_project(tmp_path / "project", ["corrupt", "certifi"])  # certifi is the probe (no sizes: by name)
+    run = ocicache("push", lock, f"oci:{tmp_path / 'layout'}:v1", check=False)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("ocicache: error: cannot pack the layer of corrupt") and "CRC-32" in line
+    assert not (tmp_path / "layout").exists()
+    # and uv, installing it from the index, refuses it too: the error is not ocicache's own
+    uv = subprocess.run([uv_bin(), "sync", "--frozen", "--no-install-project", "--python", os.sys.executable],
+                        cwd=lock.parent, capture_output=True, text=True, timeout=300,
+                        env=hermetic_env(UV_CACHE_DIR=str(tmp_path / "uv-cache")))
+    assert uv.returncode != 0 and "corrupt" in uv.stderr.lower()

@@ -111,6 +111,23 @@ def odd_wheel_bytes(name: str = "odd", version: str = "1.0") -> tuple[str, bytes
     return f"{module}-{version}-{ODD_TAG}.whl", buf.getvalue()
 
 
+def corrupt_wheel_bytes(name: str = "corrupt", version: str = "1.0") -> tuple[str, bytes]:
+    """A wheel whose zip is damaged (a stored member's bytes no longer match its CRC-32) but which
+    an index serves and a lock pins as it is: installing it must fail, clearly."""
+    module = _dist_info_name(name)
+    filename, data = wheel_bytes(name, version)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        info = zipfile.ZipInfo(f"{module}/data.bin", _ZIP_DATE)
+        info.external_attr = 0o644 << 16
+        dst.writestr(info, b"\x42" * 65536)  # stored: the flip below stays a valid zip
+    raw = bytearray(buf.getvalue())
+    raw[raw.index(b"\x42" * 64) + 1000] ^= 0xFF
+    return filename, bytes(raw)
+
+
 # A PEP 517 backend in the sdist itself: stdlib only, so a build needs no index.
 _BACKEND = '''
 import base64, hashlib, os, subprocess, sys, sysconfig, zipfile
