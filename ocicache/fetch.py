@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,9 +45,10 @@ def fetchable(url: str | None) -> bool:
 
 
 def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], None] = lambda _sha, _outcome: None,
-              ) -> dict[str, str | None]:
+              stop: threading.Event | None = None) -> dict[str, str | None]:
     """Download each to its `dest`; by sha256, None when it arrived intact, else why not.
-    `on_done(sha256, outcome)` as each finishes (from a worker thread)."""
+    `on_done(sha256, outcome)` as each finishes (from a worker thread). Once `stop` is set, what is
+    left ends at once with the outcome "stopped" (the push failed elsewhere)."""
     if not downloads:
         return {}
     import httpx
@@ -55,7 +57,7 @@ def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], No
             ThreadPoolExecutor(max_workers=min(_JOBS, len(downloads)), thread_name_prefix="ocicache-fetch") as pool:
         def one(d: Download) -> tuple[str, str | None]:
             try:
-                outcome = _fetch(client, d)
+                outcome = _fetch(client, d, stop or threading.Event())
             except Exception as exc:  # whatever it is, uv gets the wheel instead
                 outcome = type(exc).__name__
             on_done(d.sha256, outcome)
@@ -64,14 +66,17 @@ def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], No
         return dict(pool.map(one, downloads))
 
 
-def _fetch(client: httpx.Client, d: Download) -> str | None:
+def _fetch(client: httpx.Client, d: Download, stop: threading.Event) -> str | None:
     import httpx
 
     part = d.dest.with_name(d.dest.name + ".part")
     last = "not tried"
     for _attempt in range(_ATTEMPTS):
+        if stop.is_set():
+            part.unlink(missing_ok=True)
+            return "stopped"
         try:
-            digest, size = _stream(client, d.url, part)
+            digest, size = _stream(client, d.url, part, stop)
         except httpx.HTTPStatusError as exc:
             return f"HTTP {exc.response.status_code}"
         except (httpx.TransportError, OSError) as exc:
@@ -86,7 +91,7 @@ def _fetch(client: httpx.Client, d: Download) -> str | None:
     return last
 
 
-def _stream(client: httpx.Client, url: str, part: Path) -> tuple[str, int]:
+def _stream(client: httpx.Client, url: str, part: Path, stop: threading.Event) -> tuple[str, int]:
     import httpx
 
     h = hashlib.sha256()
@@ -97,6 +102,8 @@ def _stream(client: httpx.Client, url: str, part: Path) -> tuple[str, int]:
             raise httpx.HTTPStatusError("not 200", request=response.request, response=response)
         with open(part, "wb") as out:
             for chunk in response.iter_bytes(_CHUNK):
+                if stop.is_set():
+                    raise OSError("stopped")
                 h.update(chunk)
                 size += len(chunk)
                 out.write(chunk)

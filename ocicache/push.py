@@ -15,8 +15,9 @@ import queue
 import random
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,7 +167,7 @@ class _Builder:
         return self._early
 
     def close(self) -> None:
-        """Wait for the packer thread (before the scratch directory it writes into goes)."""
+        """Wait for the packer threads (before the scratch directory they write into goes)."""
         if self._early is not None:
             self._early.shutdown(wait=True, cancel_futures=True)
 
@@ -181,11 +182,13 @@ class _Builder:
         ours = split.keys()
         trees: dict[str, PackageTree] = {}
         arrivals = _Arrivals(idle=lambda: early.pump(self.jobs) if early is not None else None)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocicache-download") as background:
+        stop = threading.Event()  # a failure (uv's, an interrupt) need not wait for the downloads
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocicache-download") as background, \
+                _setting_on_error(stop):
             if ours:
                 split.wheel_dir.mkdir(exist_ok=True)
                 self.progress.step(f"downloading {len(ours) + len(split.probes)} wheels to unpack them here")
-                arrivals.fetching = background.submit(fetch_all, split.downloads(), arrivals.report)
+                arrivals.fetching = background.submit(fetch_all, split.downloads(), arrivals.report, stop)
             uv_keyed = [sk for sk in keyed if sk[1] not in ours]
             trees |= self._fill_with_uv(uv_keyed, target, None if early is None else early.poll)
             index_dirs: dict[str, str] = {}
@@ -243,6 +246,15 @@ class _Builder:
         self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
         self.extracted += len(packages)
         return extract_known_packages(packages, self.scratch / f"extract-{self.extracted}")
+
+
+@contextlib.contextmanager
+def _setting_on_error(event: threading.Event) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        event.set()
+        raise
 
 
 class _Arrivals:

@@ -242,7 +242,7 @@ def main() -> None:
     locks, images, servers = setup(work, args.rate_mbps)
     results = []
     try:
-        for scenario in args.scenario or ["a", "b", "c", "d"]:
+        for scenario in args.scenario or sorted(SCENARIOS):
             for builder in args.builder or ["buildah", "docker"]:
                 times = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work, locks,
                                      images)

@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -93,10 +94,10 @@ def test_a_wheel_that_fails_to_download_goes_to_uv(reference, tmp_path):
     driver = (
         "import httpx, ocicache.fetch as fetch\n"
         "real = fetch._stream\n"
-        "def flaky(client, url, part):\n"
+        "def flaky(client, url, *rest):\n"
         "    if 'numpy' in url:\n"
         "        raise httpx.ConnectError('refused')\n"
-        "    return real(client, url, part)\n"
+        "    return real(client, url, *rest)\n"
         "fetch._stream = flaky\n")
     result, _ = _push(lock, tmp_path / "flaky", driver=driver)
     assert result["packages_unpacked"] == 3  # numpy went to uv
@@ -208,9 +209,9 @@ def test_wheels_packed_as_they_download_are_the_layers_packed_after(reference, t
     driver = (
         "import time, ocicache.fetch as fetch\n"
         "real = fetch._stream\n"
-        "def slow(client, url, part):\n"
+        "def slow(*args):\n"
         "    time.sleep(0.4)\n"
-        "    return real(client, url, part)\n"
+        "    return real(*args)\n"
         "fetch._stream = slow\n")
     result, _ = _push(lock, tmp_path / "slow", "--jobs", "2", driver=driver)
     assert result["layers_packed_early"] >= 1 and result["packages_unpacked"] == 4
@@ -231,3 +232,28 @@ def test_a_corrupt_wheel_is_one_clear_error_and_no_image(make_project, tmp_path)
                         cwd=lock.parent, capture_output=True, text=True, timeout=300,
                         env=hermetic_env(UV_CACHE_DIR=str(tmp_path / "uv-cache")))
     assert uv.returncode != 0 and "corrupt" in uv.stderr.lower()
+
+
+def test_a_failing_uv_does_not_wait_for_the_downloads(reference, tmp_path):
+    """uv fails (here: made to) while wheels are still downloading: the push ends with uv's error at
+    once, not after the downloads, which would take 30 s here."""
+    lock, _ = reference
+    driver = (
+        "import time, ocicache.fetch as fetch, ocicache.push as push\n"
+        "from ocicache.errors import PopulateError\n"
+        "real = fetch._stream\n"
+        "def stalled(client, url, part, stop):\n"
+        "    stop.wait(30)\n"
+        "    return real(client, url, part, stop)\n"
+        "fetch._stream = stalled\n"
+        "def failing(*args, **kwargs):\n"
+        "    raise PopulateError('uv pip install (filling the cache) failed: made to')\n"
+        "push.populate_cache = failing\n"
+        "from ocicache.cli import main\nimport sys\nsys.exit(main(sys.argv[1:]))\n")
+    started = time.monotonic()
+    proc = subprocess.run([os.sys.executable, "-c", driver, "push", str(lock), f"oci:{tmp_path / 'x'}:v1"],
+                          capture_output=True, text=True, env=hermetic_env(), timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip() == \
+        "ocicache: error: uv pip install (filling the cache) failed: made to"
+    assert time.monotonic() - started < 15
+    assert not (tmp_path / "x").exists()

@@ -5,12 +5,17 @@ support is a table of format families, like uv's own `CacheBucket` enum: one mod
 (`v5` … `v8`, named after the wheels bucket), each naming the releases that read it, its buckets and
 its pointer codec (`rkyv07` for uv 0.9-0.12, `rkyv08` for 0.13). Unpacked wheels (`archive-v0`) are
 common to every family, so an image holds them once and each family's pointers beside them.
+`unzip` is how every release unpacks a wheel, and `digest` uv's `cache_digest` and a wheel's cache
+key: what lets ocicache write a wheel's entries without running uv (fill.py checks them against uv
+on every push).
 
 Adding the next uv (say 0.14 with `wheels-v9`): write `v9.py` (copy `v8.py`, change the buckets and
 the releases; a new codec module only if the `.http` framing changed, an override in it only if an
 entry name of `family.py` changed) and append it to `FAMILIES`. Its first and last release then join
 the releases tests/support/uvreleases.py downloads, and tests/test_uv_versions.py installs offline
-with each of them, locally and in real builders (docs/uv-versions.md).
+with each of them, locally and in real builders (docs/uv-versions.md). If the new release unpacks
+wheels or keys them differently, fill.py's probe sees it on the first push (every index then goes
+to uv) and tests/test_unpack_wheels.py fails: teach `unzip`/`digest` the family's way.
 """
 
 from __future__ import annotations
