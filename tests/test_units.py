@@ -214,26 +214,38 @@ def test_golden_base_layer_digest():
         "96bc48ad28787a90b383bde27b26b028a74b7c19e20e86d161845a5fdaa22d3f"
 
 
-def test_pack_memory_does_not_grow_with_layer_size(tmp_path):
-    """A 256 MiB layer packs within a few MiB of extra peak memory (streaming, bounded buffers)."""
+@pytest.mark.parametrize("source", ["file", "zip member"])
+def test_pack_memory_does_not_grow_with_layer_size(tmp_path, source):
+    """A 256 MiB layer packs within a few MiB of extra peak memory (streaming, bounded buffers),
+    from a file or inflated from a wheel's zip member (zeros: 1 MiB of input inflates to ~1 GiB
+    unbounded, so the inflater's output bound is what is tested)."""
     import subprocess
     import sys
+    import zipfile
 
     big = tmp_path / "big.bin"
-    with open(big, "wb") as f:
-        for _ in range(256):
-            f.write(random.Random(1).randbytes(1 << 20))
+    if source == "file":
+        with open(big, "wb") as f:
+            for _ in range(256):
+                f.write(random.Random(1).randbytes(1 << 20))
+        entry = "[file_entry('archive-v0/x/big.bin', Path(sys.argv[1]))]"
+    else:
+        with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("big.bin", "w", force_zip64=True) as f:
+            for _ in range(256):
+                f.write(bytes(1 << 20))
+        entry = "[e for e in wheel_archive_entries(Path(sys.argv[1]), 'archive-v0/x') if e.kind == 'file']"
     script = (
         "import resource, sys; from pathlib import Path\n"
         "from ocicache.compress import get_codec; from ocicache.pack import pack_layer; "
-        "from ocicache.tree import file_entry\n"
+        "from ocicache.tree import file_entry; from ocicache.uvcache.unzip import wheel_archive_entries\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "pack_layer([file_entry('archive-v0/x/big.bin', Path(sys.argv[1]))], Path(sys.argv[2]), get_codec('gzip'))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+        f"packed = pack_layer({entry}, Path(sys.argv[2]), get_codec('gzip'))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, packed.uncompressed_size)\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(big), str(tmp_path / "out")], capture_output=True,
                          text=True, check=True)
-    grown_kib = int(out.stdout)
+    grown_kib, size = map(int, out.stdout.split())
+    assert size > 256 << 20
     assert grown_kib < 32 * 1024, f"peak RSS grew by {grown_kib} KiB while packing 256 MiB"
 
 
