@@ -1,9 +1,9 @@
 """The index edge: download wheels the lock pins, each checked against the lock's sha256 and size.
 
-Only what needs nothing uv knows better: plain http(s) URLs, no credentials, no redirects to follow
-into the unknown. Any failure (401, 404, a dropped connection after retries, a hash mismatch) is
-returned, not raised: the caller hands that wheel to uv, which has its own authentication,
-retries and error messages for it.
+Only what needs nothing uv knows better: plain http(s) URLs, no credentials (so following a
+redirect, as indexes that keep their files elsewhere answer, sends nothing anywhere). Any failure
+(401, 404, a dropped connection after retries, a hash mismatch) is returned, not raised: the caller
+hands that wheel to uv, which has its own authentication, retries and error messages for it.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], No
         return {}
     import httpx
 
-    with httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=False) as client, \
+    with httpx.Client(timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True, max_redirects=5) as client, \
             ThreadPoolExecutor(max_workers=min(_JOBS, len(downloads)), thread_name_prefix="ocicache-fetch") as pool:
         def one(d: Download) -> tuple[str, str | None]:
             try:
@@ -98,7 +98,7 @@ def _stream(client: httpx.Client, url: str, part: Path, stop: threading.Event) -
     size = 0
     with client.stream("GET", url) as response:
         response.raise_for_status()
-        if response.status_code != 200:  # a redirect, or another 2xx: uv knows what to do
+        if response.status_code != 200:  # a 2xx that is not the file: uv knows what to do
             raise httpx.HTTPStatusError("not 200", request=response.request, response=response)
         with open(part, "wb") as out:
             for chunk in response.iter_bytes(_CHUNK):

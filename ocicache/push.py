@@ -218,7 +218,7 @@ class _Builder:
                 if early is not None:
                     early.offer([trees[key]], self.jobs)
         self.unpacked += len(split.ours) - len(leftover)
-        trees |= self._fill_with_uv(leftover, target, None)
+        trees |= self._fill_with_uv(leftover, target, None if early is None else early.poll)
         return [trees[k] for _, k in keyed]
 
     def _fill_with_uv(self, keyed: list[tuple[Selected, str]], target: Target,

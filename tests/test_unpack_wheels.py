@@ -262,3 +262,25 @@ def test_a_failing_uv_does_not_wait_for_the_downloads(reference, tmp_path):
         "ocicache: error: uv pip install (filling the cache) failed: made to"
     assert time.monotonic() - started < 15
     assert not (tmp_path / "x").exists()
+
+
+def test_an_index_that_redirects_to_its_files(lock_cache, tmp_path_factory):
+    """Indexes that keep their files elsewhere answer with a redirect: ocicache follows it (it sends
+    no credentials to follow), and the image is still uv's."""
+    from tests.conftest import ProjectFactory
+    from tests.support.pkgindex import PackageIndex
+
+    tmp = tmp_path_factory.mktemp("moved")
+    moved = PackageIndex(tmp / "index", redirect_files=True)
+    moved.add(*odd_wheel_bytes())
+    moved.add_wheel("small-a", "1.0")
+    moved.add_wheel("small-b", "2.0", deps=["small-a"])
+    moved.serve()
+    try:
+        lock = ProjectFactory(moved, lock_cache)(tmp / "project", ["odd", "small-b"])
+        assert "/moved/" in lock.read_text()
+        by_uv, _ = _push(lock, tmp / "by-uv", "--uv-unpacks-all")
+        ours, _ = _push(lock, tmp / "ours")
+    finally:
+        moved.close()
+    assert ours["packages_unpacked"] == 2 and ours["manifest_digest"] == by_uv["manifest_digest"]

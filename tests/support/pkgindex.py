@@ -244,6 +244,7 @@ class PackageIndex:
     root: Path
     downloads: Counter[str] = field(default_factory=Counter)
     url: str = ""
+    redirect_files: bool = False  # link /moved/<file>, which redirects to /files/<file>
     _server: _Server | None = None
 
     def __post_init__(self) -> None:
@@ -287,12 +288,18 @@ class PackageIndex:
                     links = []
                     for name in index._project_files(parts[1]):
                         sha = hashlib.sha256((index.root / "files" / name).read_bytes()).hexdigest()
-                        href = html.escape(f"/files/{name}#sha256={sha}")
+                        href = html.escape(f"/{'moved' if index.redirect_files else 'files'}/{name}#sha256={sha}")
                         links.append(f'<a href="{href}">{html.escape(name)}</a><br/>')
                     if not links:
                         return self._send(404, b"not found", "text/plain")
                     body = "<!DOCTYPE html><html><body>" + "".join(links) + "</body></html>"
                     return self._send(200, body.encode(), "text/html")
+                if len(parts) == 2 and parts[0] == "moved":  # as indexes that serve files from elsewhere
+                    self.send_response(302)
+                    self.send_header("Location", f"/files/{parts[1]}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 if len(parts) == 2 and parts[0] == "files":
                     path = index.root / "files" / os.path.basename(parts[1])
                     if path.is_file():
