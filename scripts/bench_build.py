@@ -15,6 +15,7 @@ Scenarios:
   c  warm runner: the store kept from a build of the previous lock, one dependency bumped
   d  fresh runner, the monorepo's second service (most of its layers shared with the first's)
   e  the monorepo's job: the first service then the second on one fresh runner, the second timed
+  f  as e, the two services being members of one uv workspace (one lock, one cache image)
 Builders: buildah (overlay storage, runc) and dockerd (BuildKit), a fresh store per run; the order
 of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
 
@@ -64,22 +65,28 @@ PROJECTS = {
 # Mirrored only: what building those sdists needs from the index (uv's build isolation).
 BUILD_DEPS = _HEAD.format(name="build-deps") + 'dependencies = ["setuptools", "wheel"]\n' + _TAIL
 BASES = {"native": "base-cc"}  # the sdist service's base image carries a C compiler
+# The monorepo as one uv workspace: the same two services as members (virtual: nothing to build).
+WORKSPACE_ROOT = '[tool.uv.workspace]\nmembers = ["services/*"]\n'
+MEMBERS = {name: PROJECTS[name] for name in ("worker", "api")}
 SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None),
-             "e": ("api", "worker")}
+             "e": ("api", "worker"), "f": ("ws:api", "ws:worker")}
 VARIANTS = ("guide", "bind", "stacked")
 
 
 def dockerfile(variant: str, images: dict[str, str], project: str) -> str:
     install = "uv sync --frozen --no-install-project"
+    if project.startswith("ws:"):  # a workspace member: the workspace's lock and images
+        install = f"uv sync --frozen --no-install-workspace --package {project[3:]}"
+        project = "ws"
     base = images[BASES.get(project, "base")]
     if variant == "guide":
-        return (f"FROM {base}\nWORKDIR /app\nENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
+        return (f"FROM {base}\nWORKDIR /app\nENV UV_LINK_MODE=copy\nCOPY . /app/\n"
                 f"RUN --mount=type=cache,target=/root/.cache/uv {install}\n")
     if variant == "bind":
         return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {base}\nWORKDIR /app\n"
-                "ENV UV_LINK_MODE=copy\nCOPY pyproject.toml uv.lock /app/\n"
+                "ENV UV_LINK_MODE=copy\nCOPY . /app/\n"
                 f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
-    return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+    return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\nCOPY . /app/\n"
             f"RUN {install} --offline --link-mode symlink\n")
 
 
@@ -96,7 +103,7 @@ class BuildahRunner:
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         cmd = ["buildah", "--root", str(self.root / "store"), "--runroot", str(self.root / "run"),
                "--storage-driver", self.driver, "bud", "--isolation", "oci", "--runtime", "runc",
-               "--network", network, "--tls-verify=false", "--layers", "-t", "bench", "-f", "Dockerfile", "."]
+               "--network", network, "--tls-verify=false", "--layers", "-t", "bench", "-f", "Dockerfile", "src"]
         return _timed(cmd, cwd=context, env=env)
 
     def close(self) -> None:
@@ -119,8 +126,8 @@ class DockerRunner:
 
     def build(self, context: Path, network: str) -> float:
         start = time.perf_counter()
-        proc = self.daemon.docker("build", "--progress", "plain", "--network", network, "-t", "bench", ".",
-                                  cwd=context)
+        proc = self.daemon.docker("build", "--progress", "plain", "--network", network, "-t", "bench", "-f",
+                                  "Dockerfile", "src", cwd=context)
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"docker build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -147,10 +154,15 @@ def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
 
 
 def _context(work: Path, lock: Path, text: str) -> Path:
+    """`src/`, the build context: the lock, its pyproject.toml and any workspace members' (what
+    `COPY . /app/` copies); the Dockerfile beside it, passed with -f."""
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    shutil.copy(lock, work / "uv.lock")
-    shutil.copy(lock.parent / "pyproject.toml", work / "pyproject.toml")
+    (work / "src").mkdir(parents=True)
+    shutil.copy(lock, work / "src" / "uv.lock")
+    for pyproject in lock.parent.rglob("pyproject.toml"):
+        dest = work / "src" / pyproject.relative_to(lock.parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pyproject, dest)
     (work / "Dockerfile").write_text(text)
     return work
 
@@ -191,6 +203,7 @@ def setup(work: Path, rate_mbps: float | None) -> tuple[dict[str, Path], dict[st
         url = f"http://127.0.0.1:{index_proxy.port}/simple"
         pull_host = f"127.0.0.1:{registry_proxy.port}"
     locks = {name: relock(text, work / f"{name}-local", uv, url) for name, text in PROJECTS.items()}
+    locks["ws"] = _relock_workspace(work / "ws-local", uv, url)
     images = {"base": f"{host}/bench/python:3.11", "base-cc": f"{host}/bench/python-cc:3.11"}
     ocicache = [sys.executable, "-m", "ocicache"]
     _run([*ocicache, "copy", build_base_image(work / "base-layout", str(uv)), images["base"]])
@@ -204,10 +217,27 @@ def setup(work: Path, rate_mbps: float | None) -> tuple[dict[str, Path], dict[st
     return locks, {k: v.replace(host, pull_host, 1) for k, v in images.items()}, servers
 
 
+def _lock(locks: dict[str, Path], project: str) -> Path:
+    return locks["ws" if project.startswith("ws:") else project]
+
+
+def _relock_workspace(work: Path, uv: Path, url: str) -> Path:
+    """The two services as members of one workspace at `work`, locked against the mirror."""
+    for name, text in MEMBERS.items():
+        (work / "services" / name).mkdir(parents=True, exist_ok=True)
+        (work / "services" / name / "pyproject.toml").write_text(text)
+    return relock(WORKSPACE_ROOT, work, uv, url)
+
+
+Times = dict[str, list[float]]  # by variant
+
+
 def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, work: Path,
-                 locks: dict[str, Path], images: dict[str, str]) -> dict[str, list[float]]:
+                 locks: dict[str, Path], images: dict[str, str]) -> tuple[Times, Times]:
+    """Times of the scenario's build per variant, and of the build before it on the same runner (if any)."""
     project, previous = SCENARIOS[scenario]
-    times: dict[str, list[float]] = {v: [] for v in variants}
+    times: Times = {v: [] for v in variants}
+    firsts: Times = {v: [] for v in variants}
     for i in range(repeat):
         order = variants[i % len(variants):] + variants[: i % len(variants)]  # alternate who goes first
         for variant in order:
@@ -215,15 +245,16 @@ def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, 
             try:
                 network = "host" if variant == "guide" else "none"
                 if previous is not None:  # a warm runner: another lock built in this store first
-                    runner.build(_context(work / "ctx", locks[previous], dockerfile(variant, images, previous)),
-                                 network)
-                context = _context(work / "ctx", locks[project], dockerfile(variant, images, project))
+                    quiesce()
+                    firsts[variant].append(runner.build(
+                        _context(work / "ctx", _lock(locks, previous), dockerfile(variant, images, previous)), network))
+                context = _context(work / "ctx", _lock(locks, project), dockerfile(variant, images, project))
                 quiesce()
                 times[variant].append(runner.build(context, network))
             finally:
                 runner.close()
             print(f"  {scenario} {builder} {variant}: {times[variant][-1]:.1f} s", file=sys.stderr, flush=True)
-    return times
+    return times, firsts
 
 
 def main() -> None:
@@ -244,10 +275,11 @@ def main() -> None:
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
             for builder in args.builder or ["buildah", "docker"]:
-                times = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work, locks,
-                                     images)
+                times, firsts = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work,
+                                             locks, images)
                 results.append({"scenario": scenario, "builder": builder,
-                                "median_s": {v: statistics.median(t) for v, t in times.items()}, "runs_s": times})
+                                "median_s": {v: statistics.median(t) for v, t in times.items()}, "runs_s": times,
+                                "first_build_runs_s": {v: t for v, t in firsts.items() if t}})
     finally:
         for server in servers:
             server.close()  # type: ignore[attr-defined]
@@ -260,6 +292,15 @@ def main() -> None:
         ratios = [f"{med[v] / med['guide']:.2f}x" for v in variants if v != "guide" and "guide" in med]
         print(f"| {r['scenario']} | {r['builder']} | " + " | ".join(f"{med[v]:.1f} s" for v in variants) + " | "
               + " | ".join(ratios) + " |")
+    jobs = [r for r in results if r["first_build_runs_s"]]
+    if jobs:  # scenarios that build on a runner after another build: the job as a whole
+        print()
+        print("| scenario | builder | " + " | ".join(f"{v}: first + timed" for v in variants) + " |")
+        print("|---|---|" + "---|" * len(variants))
+        for r in jobs:
+            first = {v: statistics.median(t) for v, t in r["first_build_runs_s"].items()}
+            cells = [f"{first[v]:.1f} + {r['median_s'][v]:.1f} = {first[v] + r['median_s'][v]:.1f} s" for v in variants]
+            print(f"| {r['scenario']} | {r['builder']} | " + " | ".join(cells) + " |")
     print()
     print(json.dumps(results, indent=1))
 
