@@ -12,6 +12,7 @@ a zip that is not plain) goes to uv, as before.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 from .fetch import Download, fetchable
 from .normalise import index_dir_of, unpacked_wheel_tree
 from .selection import Selected
-from .tree import PackageTree, read_chunks, with_parents
+from .tree import Entry, PackageTree, read_chunks, with_parents
 from .uvcache import FormatSet
 from .uvcache.digest import wheel_cache_key
 from .uvcache.unzip import NotPlainWheelError
@@ -97,6 +98,14 @@ def tree_difference(a: PackageTree, b: PackageTree) -> str | None:
         y = eb[path]
         if (x.kind, x.executable, x.link, x.data, x.size) != (y.kind, y.executable, y.link, y.data, y.size):
             return f"{path} differs"
-        if x.kind == "file" and x.data is None and b"".join(read_chunks(x)) != b"".join(read_chunks(y)):
+        if x.kind == "file" and x.data is None and _content_digest(x) != _content_digest(y):
             return f"{path}: contents differ"
     return None
+
+
+def _content_digest(entry: Entry) -> bytes:
+    """sha256 of a file entry's bytes, streamed (a probe wheel may hold a big file)."""
+    h = hashlib.sha256()
+    for chunk in read_chunks(entry):
+        h.update(chunk)
+    return h.digest()

@@ -104,7 +104,7 @@ def unpacked_wheel_tree(selected: Selected, key: str, wheel: Path, index_dir: st
     itself (no uv run, nothing unpacked to disk): its archive as uv unzips it, and each family's
     pointer and link in `<wheels bucket>/<index_dir>/<name>/`. `index_dir` is the directory uv
     keys the index by (`index/<digest>`), learnt from a wheel of the same index uv filled
-    (push.py checks the two ways agree on that wheel). Raises NotPlainWheelError for a wheel to
+    (fill.py checks the two ways agree on that wheel). Raises NotPlainWheelError for a wheel to
     leave to uv."""
     assert selected.sha256 is not None and selected.url is not None
     entry_key = wheel_cache_key(selected.artifact)

@@ -199,7 +199,7 @@ class _Builder:
                     self.progress.step(f"uv unpacks the wheels of {without_credentials(index)}: {why}")
                 else:
                     index_dirs[index] = index_dir
-            by_sha = {s.sha256: (s, k) for s, k in split.ours}
+            by_sha = {s.sha256 or "": (s, k) for s, k in split.ours}
             leftover = []
             for n in range(1, len(by_sha) + 1):  # as they arrive: packing starts while the rest download
                 sha, outcome = arrivals.next_of(by_sha.keys())
@@ -277,9 +277,9 @@ class _Arrivals:
             self._receive()
         return self._outcomes[sha]
 
-    def next_of(self, shas: Iterable[str | None]) -> tuple[str, str | None]:
+    def next_of(self, shas: Iterable[str]) -> tuple[str, str | None]:
         """A download of `shas` not taken yet, the first to have finished."""
-        wanted = {s for s in shas if s} - self._taken
+        wanted = set(shas) - self._taken
         while not wanted & self._outcomes.keys():
             self._receive()
         sha = min(wanted & self._outcomes.keys())

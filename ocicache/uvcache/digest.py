@@ -2,7 +2,8 @@
 
 `cache_digest(s)` is SeaHash (seahash 4, default seeds) over `s`'s bytes followed by 0xff (Rust's
 `Hash for str`), written as the little-endian bytes of the u64 in hex (`uv-cache-key/src/digest.rs`).
-tests/test_units.py checks it against the vectors of uv's own tests and against caches real uv wrote.
+tests/test_unpack_wheels.py checks it against the vectors of uv's own tests and against a cache
+real uv reads offline.
 """
 
 from __future__ import annotations
