@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the base image's layers followed by the cache's, rooted at /root/.cache/uv (or "
                           "the --dockerfile build's cache directory): build FROM the result and run "
                           "`uv sync --frozen --offline --link-mode symlink`; see docs/dockerfile-patterns.md")
+    byt = push.add_argument_group("bytecode (what uv's `--compile-bytecode` would do in every build, done once)")
+    byt.add_argument("--compile-bytecode", action="store_true",
+                     help="put each package's .pyc files in its layer, compiled for the target's CPython: a build "
+                          "that installs with `--link-mode symlink` (FROM a --base image) or `hardlink` gets "
+                          "them as links, and `UV_COMPILE_BYTECODE=1` then compiles nothing (default: on when "
+                          "the --dockerfile build compiles bytecode)")
+    byt.add_argument("--bytecode-python", metavar="PATH",
+                     help="the CPython that compiles (default: this interpreter if its minor is the target's, "
+                          "else python3.Y on PATH); its full version is part of each layer's reuse key")
     push.add_argument("--uv", type=Path, metavar="PATH",
                       help=f"the uv that fills the cache (default: the pinned uv {PINNED_UV_VERSION}); any "
                            f"release from {supported_range()}")
@@ -340,7 +349,9 @@ def _push(args: argparse.Namespace) -> int:
     consumers = _consumers(args, registry)
     python, python_platforms, uv_versions = args.python, tuple(args.python_platform), tuple(args.uv_version)
     cache_dir = None
+    compile_bytecode = args.compile_bytecode or args.bytecode_python is not None
     if consumers:
+        compile_bytecode = compile_bytecode or consumers[0].compile_bytecode
         python = python or consumers[0].python
         python_platforms = python_platforms or tuple(c.python_platform for c in consumers if c.python_platform)
         uv_versions = uv_versions or tuple(c.uv_version for c in consumers[:1] if c.uv_version)
@@ -356,7 +367,8 @@ def _push(args: argparse.Namespace) -> int:
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
-                       consumer_cache_dir=cache_dir, base=args.base, unpack_wheels=not args.uv_unpacks_all)
+                       consumer_cache_dir=cache_dir, base=args.base, unpack_wheels=not args.uv_unpacks_all,
+                       compile_bytecode=compile_bytecode, bytecode_python=args.bytecode_python)
     key = None
     if args.sign_key is not None:
         from .verify import load_signing_key
@@ -381,6 +393,8 @@ def _push(args: argparse.Namespace) -> int:
               f"ocicache, the rest by uv); re-bundled from known layers: {r.packages_extracted}")
         print(f"  blobs: {r.blobs_uploaded} uploaded ({format_size(r.bytes_uploaded)}), {r.blobs_mounted} mounted, "
               f"{r.blobs_present} already there; {r.seconds:.1f}s")
+        if r.bytecode:
+            print(f"  bytecode: compiled by {r.bytecode}")
         if r.pool_tags_written:
             print(f"  pool: {r.pool_tags_written} keys published")
         for note in r.skipped:

@@ -44,6 +44,7 @@ class Consumer:
     notes: tuple[str, ...] = field(default_factory=tuple)
     link_mode: str | None = None
     copied_from: tuple[int, ...] = ()
+    compile_bytecode: bool = False  # the uv step compiles bytecode (UV_COMPILE_BYTECODE=1, --compile-bytecode)
 
     def describe(self) -> str:
         target = ", ".join(x for x in (self.platform, f"CPython {self.python}" if self.python else None,
@@ -113,7 +114,7 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
     return Consumer(dockerfile=df.path, step_line=step.line, base_image=step.base_image, platform=platform,
                     python=python, python_platform=python_platform, uv_version=uv_version, user=user,
                     cache_dir=cache_dir, cache_uses=step.cache_uses, notes=tuple(notes),
-                    link_mode=step.link_mode, copied_from=step.copied_from)
+                    link_mode=step.link_mode, copied_from=step.copied_from, compile_bytecode=step.compile_bytecode)
 
 
 def _read_base(step: UvStep, where: str, options: RegistryOptions, platform: str | None) -> BaseFacts:

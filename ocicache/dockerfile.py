@@ -88,6 +88,7 @@ class UvStep:
     cache_dir_flag: str | None  # --cache-dir of the step
     cache_uses: tuple[CacheUse, ...]
     link_mode: str | None = None  # --link-mode / UV_LINK_MODE of the step
+    compile_bytecode: bool = False  # --compile-bytecode / UV_COMPILE_BYTECODE of the step
     copied_from: tuple[int, ...] = ()  # lines of later `COPY --from=<this stage>`: what leaves the stage
 
 
@@ -412,6 +413,8 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
                   python_request=python_request, python_line=python_line, user=user, env=env,
                   cache_dir_flag=cache_dir_flag, cache_uses=tuple(uses),
                   link_mode=_flag_value(tokens, ("--link-mode",)) or env.get("UV_LINK_MODE"),
+                  compile_bytecode=bool({"--compile-bytecode", "--compile"} & set(tokens))
+                  or env.get("UV_COMPILE_BYTECODE", "").lower() in ("1", "y", "yes", "t", "true", "on"),
                   copied_from=copied_from)
 
 

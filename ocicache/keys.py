@@ -25,8 +25,11 @@ from .uvcache import FormatSet
 NORMALISATION_VERSION = 3
 
 
-def package_key(selected: Selected, formats: FormatSet, codec: Codec, target: Target, root: str = "") -> str:
-    """`root`: the directory a stacked image (`--base`) puts the cache under; its layers differ."""
+def package_key(selected: Selected, formats: FormatSet, codec: Codec, target: Target, root: str = "",
+                bytecode: str = "") -> str:
+    """`root`: the directory a stacked image (`--base`) puts the cache under; its layers differ.
+    `bytecode`: the compiling interpreter's id (`push --compile-bytecode`, bytecode.py), whose pycs
+    the layer then holds."""
     pkg = selected.package
     doc: dict[str, object] = {
         "normalisation": NORMALISATION_VERSION,
@@ -42,6 +45,8 @@ def package_key(selected: Selected, formats: FormatSet, codec: Codec, target: Ta
         doc["built-for"] = {"python": target.python_minor, "python-platform": target.python_platform}
     if root:
         doc["root"] = root
+    if bytecode:
+        doc["bytecode"] = bytecode
     return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
 
 

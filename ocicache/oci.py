@@ -31,6 +31,7 @@ A_TARGET_PLATFORM: Final = "dev.ocicache.target.platform"
 A_TARGET_PYTHON: Final = "dev.ocicache.target.python"
 A_TARGET_PYTHON_PLATFORM: Final = "dev.ocicache.target.python-platform"
 A_COMPRESSION: Final = "dev.ocicache.compression"
+A_BYTECODE: Final = "dev.ocicache.bytecode"  # --compile-bytecode: the compiling interpreter, e.g. cpython-3.11.7
 A_SKIPPED: Final = "dev.ocicache.skipped"
 A_LAYER_KIND: Final = "dev.ocicache.layer.kind"
 A_LAYER_KEY: Final = "dev.ocicache.layer.key"

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bytecode import pyc_bytes
 from .compress import Codec, Compressor
 from .oci import Digest
 from .tree import Entry, ancestors, read_chunks, rooted, with_parents
@@ -73,7 +74,7 @@ class _HashingSink(io.RawIOBase):
         self._emit(self._compressor.flush())
 
 
-def _tarinfo(entry: Entry) -> tarfile.TarInfo:
+def _tarinfo(entry: Entry, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.path)
     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
     info.mode = entry.mode
@@ -83,7 +84,7 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
         info.type = tarfile.SYMTYPE
         info.linkname = entry.link or ""
     else:
-        info.size = len(entry.data) if entry.data is not None else entry.size
+        info.size = size
     return info
 
 
@@ -130,9 +131,9 @@ def _header(entry: Entry, size: int) -> bytes:
     try:
         records = _pax_records(pax) if pax else b""
     except UnicodeEncodeError:  # surrogate-escaped bytes: tarfile's hdrcharset=BINARY path
-        return _tarinfo(entry).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        return _tarinfo(entry, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     if size >= 8 ** 11:  # over 8 GiB: tarfile's PAX size record
-        return _tarinfo(entry).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        return _tarinfo(entry, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     out = b""
     if records:
         out = _ustar(b"././@PaxHeader", 0, len(records), b"x", b"") + records
@@ -154,14 +155,19 @@ def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase, root: str = "") -
     for entry in with_parents(rooted(entries, root)):
         if entry.path in above:
             continue
-        size = 0 if entry.kind != "file" else len(entry.data) if entry.data is not None else entry.size
+        data = entry.data
+        if entry.compiled is not None:
+            data = pyc_bytes(entry.compiled)
+            if data is None:
+                continue  # a source that does not compile: no pyc, as uv's own compile step would do
+        size = 0 if entry.kind != "file" else len(data) if data is not None else entry.size
         header = _header(entry, size)
         fileobj.write(header)
         written += len(header)
         if entry.kind != "file":
             continue
-        if entry.data is not None:
-            fileobj.write(entry.data)
+        if data is not None:
+            fileobj.write(data)
         else:
             for chunk in read_chunks(entry):
                 fileobj.write(chunk)

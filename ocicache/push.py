@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, oci
 from .assemble import Image, LayerDescription, assemble_image, assemble_index
+from .bytecode import Compiler, find_compiler, with_bytecode
 from .compress import Codec, get_codec
 from .dest import BlobOrigin, ImageSource, WriteReport, write_images
 from .dest.layout import Layout, check_writable, open_layout_for_write
@@ -89,6 +90,8 @@ class PushOptions:
     consumer_cache_dir: str | None = None  # where the Dockerfile's uv reads its cache (--dockerfile)
     base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
     unpack_wheels: bool = True  # False (--uv-unpacks-all): uv fills every package, none unpacked by ocicache
+    compile_bytecode: bool = False  # the unpacked wheels' pycs in the layers (bytecode.py)
+    bytecode_python: str | None = None  # the interpreter that compiles them (default: found for the target)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +114,7 @@ class PushResult:
     bytes_uploaded: int
     pool_tags_written: int
     seconds: float
+    bytecode: str = ""  # the compiling interpreter (--compile-bytecode), e.g. cpython-3.11.7
     layers_packed_early: int = 0  # packed before every package was in (while uv ran or wheels downloaded)
 
     def to_json(self) -> dict[str, Any]:
@@ -155,6 +159,7 @@ class _Builder:
     progress: Progress
     unpack_wheels: bool = True  # index wheels unpacked by ocicache (fill.py); False: uv fills everything
     jobs: int = DEFAULT_JOBS  # layers packed at once
+    compilers: dict[str, Compiler] = field(default_factory=dict)  # --compile-bytecode: by Python minor
     populated: int = 0  # filled by uv
     unpacked: int = 0  # downloaded and unpacked by ocicache
     extracted: int = 0
@@ -170,6 +175,11 @@ class _Builder:
         """Wait for the packer threads (before the scratch directory they write into goes)."""
         if self._early is not None:
             self._early.shutdown(wait=True, cancel_futures=True)
+
+    def finished(self, tree: PackageTree, target: Target) -> PackageTree:
+        """A populated tree as its layer holds it: with the pycs of its sources under --compile-bytecode."""
+        compiler = self.compilers.get(target.python_minor)
+        return tree if compiler is None else with_bytecode(tree, compiler)
 
     def populate(self, keyed: list[tuple[Selected, str]], target: Target,
                  early: _EarlyPacker | None = None) -> list[PackageTree]:
@@ -216,10 +226,10 @@ class _Builder:
                     leftover.append((selected, key))
                     continue
                 if early is not None:
-                    early.offer([trees[key]], self.jobs)
+                    early.offer([self.finished(trees[key], target)], self.jobs)
         self.unpacked += len(split.ours) - len(leftover)
         trees |= self._fill_with_uv(leftover, target, None if early is None else early.poll)
-        return [trees[k] for _, k in keyed]
+        return [self.finished(trees[k], target) for _, k in keyed]
 
     def _fill_with_uv(self, keyed: list[tuple[Selected, str]], target: Target,
                       while_running: Callable[[Path], None] | None) -> dict[str, PackageTree]:
@@ -311,13 +321,13 @@ class _EarlyPacker:
     directory.
     """
 
-    def __init__(self, builder: _Builder, keyed: list[tuple[Selected, str]], codec: Codec, space: str, root: str,
-                 solo_threshold: int, slots: int) -> None:
+    def __init__(self, builder: _Builder, target: Target, keyed: list[tuple[Selected, str]], codec: Codec, space: str,
+                 root: str, solo_threshold: int, slots: int) -> None:
         # wheels that may unpack to a solo layer (an index that gives no sizes: every wheel)
         self.pending = {s.sha256: (s, k) for s, k in keyed
                         if s.kind == "wheel" and s.sha256 and (s.size is None or s.size >= solo_threshold)}
         self.slots = slots
-        self.builder, self.codec, self.space, self.root = builder, codec, space, root
+        self.builder, self.target, self.codec, self.space, self.root = builder, target, codec, space, root
         self.solo_threshold = solo_threshold
         self.queue: list[PackageTree] = []  # solo candidates not started, smallest first
         self.started: dict[str, tuple[LayerGroup, Path, Future[PackedLayer]]] = {}  # by layer key
@@ -335,7 +345,7 @@ class _EarlyPacker:
                 trees = self._watch.normalise(self.builder.formats, [self.pending[sha] for sha in sorted(done)])
             except (OSError, NormaliseError):
                 return
-            self.offer(trees, 1)
+            self.offer([self.builder.finished(t, self.target) for t in trees], 1)
         self.pump(1)
 
     def offer(self, trees: list[PackageTree], in_flight: int) -> None:
@@ -462,6 +472,8 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
     codec = get_codec(opts.compression)
     formats = format_set(opts.uv_versions)
     uv = find_uv(opts.uv)
+    compilers = {minor: find_compiler(minor, opts.bytecode_python)
+                 for minor in sorted({t.python_minor for t in targets})} if opts.compile_bytecode else {}
     pool_ref = parse_ref(opts.pool) if opts.pool else None
     if pool_ref is not None and not isinstance(pool_ref, RegistryRef):
         raise UsageError(f"--pool {opts.pool}: expected REGISTRY/REPOSITORY")
@@ -477,7 +489,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
-        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs)
+        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs, compilers)
         cleanup.callback(builder.close)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
@@ -521,6 +533,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         blobs_uploaded=report.count("uploaded"), blobs_mounted=report.count("mounted"),
         blobs_present=report.count("present"), bytes_uploaded=report.bytes("uploaded"),
         pool_tags_written=pool_tags, seconds=time.monotonic() - started, layers_packed_early=state.packed_early,
+        bytecode=", ".join(c.id for c in compilers.values()),
     )
 
 
@@ -543,7 +556,9 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     selection = select_packages(builder.pylock_text, lock, target)
     for note in selection.skipped:
         progress.step(f"left out {note}")
-    keyed = [(s, package_key(s, formats, codec, target, root)) for s in selection.selected]
+    compiler = builder.compilers.get(target.python_minor)
+    bytecode = compiler.id if compiler is not None else ""
+    keyed = [(s, package_key(s, formats, codec, target, root, bytecode)) for s in selection.selected]
     max_layers = opts.max_layers
     if base is not None:
         max_layers = min(max_layers, MAX_LAYERS_CAP - len(base.layers))
@@ -559,7 +574,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     trees |= {k: PackageTree(package=known.packages[k].ref, known_size=known.packages[k].size)
               for _, k in keyed if k not in trees and k in known.packages}
     to_populate = [(s, k) for s, k in keyed if k not in trees]
-    early = _EarlyPacker(builder, to_populate, codec, space, root, opts.solo_threshold,
+    early = _EarlyPacker(builder, target, to_populate, codec, space, root, opts.solo_threshold,
                          solo_slots(max_layers, opts.buckets))
     for tree in builder.populate(to_populate, target, early if opts.jobs > 1 else None):
         assert tree.package is not None
@@ -608,6 +623,8 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         layers.append(layer)
         blobs.append((layer.descriptor(), origin))
     annotations = _image_annotations(uv, formats, target, codec, selection.skipped, opts.consumer_cache_dir)
+    if compiler is not None:
+        annotations[oci.A_BYTECODE] = compiler.id
     if base is not None:
         annotations |= {oci.A_STACK_ROOT: root, oci.A_STACK_BASE: base.reference}
     image = assemble_image(layers, target, annotations, base)

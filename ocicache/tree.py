@@ -11,7 +11,10 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
+
+if TYPE_CHECKING:
+    from .bytecode import Compiler
 
 EntryKind = Literal["dir", "file", "symlink"]
 
@@ -29,9 +32,17 @@ class ZipMember:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Compiled:
+    """A file made from another entry when its layer is packed: the pyc of a `.py` (bytecode.py)."""
+
+    source: Entry
+    compiler: Compiler
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
-    """One tar entry. Exactly one of `source`/`data` for files (with `member`, `source` is a zip and
-    the file is that member); `link` for symlinks."""
+    """One tar entry. Exactly one of `source`/`data`/`compiled` for files (with `member`, `source` is a
+    zip and the file is that member; a compiled file's `size` is 0 until packed); `link` for symlinks."""
 
     path: str
     kind: EntryKind
@@ -41,12 +52,13 @@ class Entry:
     link: str | None = None
     size: int = 0
     member: ZipMember | None = None
+    compiled: Compiled | None = None
 
     def __post_init__(self) -> None:
         if self.path.startswith("/") or ".." in self.path.split("/") or not self.path:
             raise ValueError(f"unsafe tree path: {self.path!r}")
-        if self.kind == "file" and (self.source is None) == (self.data is None):
-            raise ValueError(f"file entry {self.path!r} needs exactly one of source/data")
+        if self.kind == "file" and [self.source, self.data, self.compiled].count(None) != 2:
+            raise ValueError(f"file entry {self.path!r} needs exactly one of source/data/compiled")
         if self.kind == "symlink" and not self.link:
             raise ValueError(f"symlink entry {self.path!r} needs a target")
 

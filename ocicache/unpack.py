@@ -231,6 +231,9 @@ def _extract_members(tf: tarfile.TarFile, root: Path, where: str, wanted: Callab
             with open(target, "wb") as out:
                 shutil.copyfileobj(src, out, _CHUNK)
             os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
+            # the layer's mtime, as a builder's extraction keeps it: the pycs of --compile-bytecode
+            # are valid for exactly that source mtime
+            os.utime(target, (member.mtime, member.mtime))
         elif member.issym():
             link = member.linkname
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))

@@ -473,7 +473,7 @@ def _tarfile_reference(entries: list, fileobj: io.BytesIO, root: str = "") -> No
         for entry in with_parents(rooted(entries, root)):
             if entry.path in above:
                 continue
-            info = _tarinfo(entry)
+            info = _tarinfo(entry, len(entry.data) if entry.data is not None else entry.size)
             if entry.kind != "file":
                 tf.addfile(info)
             elif entry.data is not None:
