@@ -378,8 +378,7 @@ class _EarlyPacker:
         for key in keys:
             group, path, future = self.started[key]
             packed = _packed(future, group)
-            state.packed[key] = (_describe(group, self.space, packed.digest, packed.diff_id, packed.size,
-                                           packed.media_type), path)
+            state.packed[key] = (_describe(group, self.space, packed), path)
             state.packed_early += 1
 
 
@@ -691,8 +690,7 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str,
         for done, future in enumerate(as_completed(futures), 1):
             key, group, path = futures[future]
             packed = _packed(future, group)
-            state.packed[key] = (_describe(group, fmt_id, packed.digest, packed.diff_id, packed.size,
-                                           packed.media_type), path)
+            state.packed[key] = (_describe(group, fmt_id, packed), path)
             progress.count("layers packed", done, len(work))
 
 
@@ -715,11 +713,10 @@ def _packers(jobs: int) -> Executor:
     return ThreadPoolExecutor(max_workers=1)
 
 
-def _describe(group: LayerGroup, fmt_id: str, digest: Digest, diff_id: Digest, size: int,
-              media_type: str) -> LayerDescription:
-    return LayerDescription(digest=digest, diff_id=diff_id, size=size, media_type=media_type, kind=group.kind,
-                            key=_layer_key(group, fmt_id),
-                            packages=tuple(t.to_annotation() for t in group.trees if t.package))
+def _describe(group: LayerGroup, fmt_id: str, packed: PackedLayer) -> LayerDescription:
+    return LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
+                            media_type=packed.media_type, kind=group.kind, key=_layer_key(group, fmt_id),
+                            packages=tuple(t.to_annotation(packed.compiled_sizes) for t in group.trees if t.package))
 
 
 def _index_annotations(uv: UvTool, formats: FormatSet, codec: Codec) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -108,9 +108,13 @@ class PackageTree:
         paths = {e.path for e in self.entries}
         return sorted(p for p in paths if p.rsplit("/", 1)[0] not in paths or "/" not in p)
 
-    def to_annotation(self) -> dict[str, object]:
+    def to_annotation(self, compiled_sizes: Mapping[str, int] | None = None) -> dict[str, object]:
+        """`compiled_sizes`: the packed bytes of its compiled entries, by source path (pack.py), so the
+        recorded size is what the layer unpacks to."""
         assert self.package is not None
-        return {**self.package.to_json(), "size": self.size, "paths": self.owned_paths()}
+        size = self.size + sum((compiled_sizes or {}).get(e.compiled.source.path, 0)
+                               for e in self.entries if e.compiled is not None)
+        return {**self.package.to_json(), "size": size, "paths": self.owned_paths()}
 
     @property
     def name(self) -> str:

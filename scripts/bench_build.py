@@ -20,8 +20,10 @@ Builders: buildah (overlay storage, runc) and dockerd (BuildKit), a fresh store 
 of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
 
 Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--builder buildah]
-       [--variant guide --variant stacked] [--workdir DIR] [--rate-mbps 25]
+       [--variant guide --variant stacked] [--workdir DIR] [--rate-mbps 25] [--bytecode]
 With --rate-mbps, the index and the registry share one bandwidth limit (a CI runner's network).
+With --bytecode, every variant compiles bytecode (`ENV UV_COMPILE_BYTECODE=1`, as the Dockerfiles of
+uv's Docker guide do) and the cache images carry it (`push --compile-bytecode`).
 """
 
 from __future__ import annotations
@@ -73,20 +75,23 @@ SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped"
 VARIANTS = ("guide", "bind", "stacked")
 
 
-def dockerfile(variant: str, images: dict[str, str], project: str) -> str:
+def dockerfile(variant: str, images: dict[str, str], project: str, bytecode: bool = False) -> str:
+    """With `bytecode`, every variant compiles bytecode as the guide's example Dockerfiles do
+    (`ENV UV_COMPILE_BYTECODE=1`), and the cache images carry it (`push --compile-bytecode`)."""
     install = "uv sync --frozen --no-install-project"
+    env = "ENV UV_COMPILE_BYTECODE=1\n" if bytecode else ""
     if project.startswith("ws:"):  # a workspace member: the workspace's lock and images
         install = f"uv sync --frozen --no-install-workspace --package {project[3:]}"
         project = "ws"
     base = images[BASES.get(project, "base")]
     if variant == "guide":
-        return (f"FROM {base}\nWORKDIR /app\nENV UV_LINK_MODE=copy\nCOPY . /app/\n"
+        return (f"FROM {base}\nWORKDIR /app\nENV UV_LINK_MODE=copy\n{env}COPY . /app/\n"
                 f"RUN --mount=type=cache,target=/root/.cache/uv {install}\n")
     if variant == "bind":
         return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {base}\nWORKDIR /app\n"
-                "ENV UV_LINK_MODE=copy\nCOPY . /app/\n"
+                f"ENV UV_LINK_MODE=copy\n{env}COPY . /app/\n"
                 f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
-    return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\nCOPY . /app/\n"
+    return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\n{env}COPY . /app/\n"
             f"RUN {install} --offline --link-mode symlink\n")
 
 
@@ -173,7 +178,8 @@ def _run(cmd: list[str]) -> None:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def setup(work: Path, rate_mbps: float | None) -> tuple[dict[str, Path], dict[str, str], list[object]]:
+def setup(work: Path, rate_mbps: float | None,
+          bytecode: bool = False) -> tuple[dict[str, Path], dict[str, str], list[object]]:
     """Mirror, registry, base image, cache images; returns (locks, images, servers to close).
 
     With `rate_mbps`, the index and the registry are reached through proxies sharing that bandwidth
@@ -211,9 +217,10 @@ def setup(work: Path, rate_mbps: float | None) -> tuple[dict[str, Path], dict[st
     for name, lock in locks.items():
         images[f"{name}:cache"] = f"{host}/bench/{name}-cache:1"
         images[f"{name}:stacked"] = f"{host}/bench/{name}-stacked:1"
-        _run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool"])
+        compile_flag = ["--compile-bytecode"] if bytecode else []
+        _run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool", *compile_flag])
         _run([*ocicache, "push", str(lock), images[f"{name}:stacked"], "--base", images[BASES.get(name, "base")],
-              "--pool", f"{host}/bench/pool"])
+              "--pool", f"{host}/bench/pool", *compile_flag])
     return locks, {k: v.replace(host, pull_host, 1) for k, v in images.items()}, servers
 
 
@@ -233,7 +240,7 @@ Times = dict[str, list[float]]  # by variant
 
 
 def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, work: Path,
-                 locks: dict[str, Path], images: dict[str, str]) -> tuple[Times, Times]:
+                 locks: dict[str, Path], images: dict[str, str], bytecode: bool = False) -> tuple[Times, Times]:
     """Times of the scenario's build per variant, and of the build before it on the same runner (if any)."""
     project, previous = SCENARIOS[scenario]
     times: Times = {v: [] for v in variants}
@@ -247,8 +254,9 @@ def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, 
                 if previous is not None:  # a warm runner: another lock built in this store first
                     quiesce()
                     firsts[variant].append(runner.build(
-                        _context(work / "ctx", _lock(locks, previous), dockerfile(variant, images, previous)), network))
-                context = _context(work / "ctx", _lock(locks, project), dockerfile(variant, images, project))
+                        _context(work / "ctx", _lock(locks, previous), dockerfile(variant, images, previous, bytecode)),
+                        network))
+                context = _context(work / "ctx", _lock(locks, project), dockerfile(variant, images, project, bytecode))
                 quiesce()
                 times[variant].append(runner.build(context, network))
             finally:
@@ -266,17 +274,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")
     parser.add_argument("--rate-mbps", type=float, metavar="MB/S",
                         help="the index and the registry share this bandwidth (a CI network), e.g. 25")
+    parser.add_argument("--bytecode", action="store_true",
+                        help="every variant compiles bytecode (UV_COMPILE_BYTECODE=1, as in uv's guide's examples); "
+                             "the cache images are pushed with --compile-bytecode")
     args = parser.parse_args()
     work = args.workdir
     shutil.rmtree(work / "registry", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    locks, images, servers = setup(work, args.rate_mbps)
+    locks, images, servers = setup(work, args.rate_mbps, args.bytecode)
     results = []
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
             for builder in args.builder or ["buildah", "docker"]:
                 times, firsts = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work,
-                                             locks, images)
+                                             locks, images, args.bytecode)
                 results.append({"scenario": scenario, "builder": builder,
                                 "median_s": {v: statistics.median(t) for v, t in times.items()}, "runs_s": times,
                                 "first_build_runs_s": {v: t for v, t in firsts.items() if t}})
