@@ -89,12 +89,16 @@ def pyc_path(path: str, cache_tag: str) -> str | None:
 def with_bytecode(tree: PackageTree, compiler: Compiler) -> PackageTree:
     """`tree` plus a compiled entry for each of its `.py` files without a pyc of the wheel's own."""
     paths = {e.path for e in tree.entries}
-    added = []
+    added: list[Entry] = []
     for entry in tree.entries:
         if entry.kind != "file":
             continue
         target = pyc_path(entry.path, compiler.cache_tag)
         if target is not None and target not in paths:
+            pycache = target.rsplit("/", 1)[0]
+            if pycache not in paths:  # the tree's own entry: its paths (owned_paths) stay the wheel's roots
+                paths.add(pycache)
+                added.append(Entry(path=pycache, kind="dir"))
             added.append(Entry(path=target, kind="file", compiled=Compiled(source=entry, compiler=compiler)))
     return replace(tree, entries=tree.entries + tuple(added)) if added else tree
 

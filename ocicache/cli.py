@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--key", type=Path, metavar="PUB", help="also require a signature by this public key (PEM)")
     verify.add_argument("--rebuild", action="store_true",
                         help="fill the cache again from the index and compare it file by file (downloads the lock)")
+    verify.add_argument("--bytecode-python", metavar="PATH",
+                        help="with --rebuild of an image with bytecode: the CPython that compiles it again (the "
+                             "image's own release, as its annotation names; default: found as push finds it)")
     verify.add_argument("--platform", help="for an index: the platform to verify (default: the only one, or "
                                            "this machine's)")
     _selection_arguments(verify, "selection: as the push was made (default: everything)")
@@ -437,7 +440,8 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import verify_image
 
     result = verify_image(args.reference, args.lock, key=args.key, rebuild=args.rebuild, platform=args.platform,
-                          narrowing=_narrowing(args), options=_registry_options(args))
+                          narrowing=_narrowing(args), options=_registry_options(args),
+                          bytecode_python=args.bytecode_python)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:

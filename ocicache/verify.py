@@ -145,7 +145,8 @@ def _owned(files: Files, paths: list[str]) -> Files:
 
 
 def verify_image(value: str, lock_path: Path, *, key: Path | None, rebuild: bool, platform: str | None,
-                 narrowing: Narrowing, options: RegistryOptions | None = None) -> VerifyResult:
+                 narrowing: Narrowing, options: RegistryOptions | None = None,
+                 bytecode_python: str | None = None) -> VerifyResult:
     options = options or RegistryOptions()
     with Endpoints(options) as endpoints:
         source, tag, ref = endpoints.source(value)
@@ -184,15 +185,23 @@ def verify_image(value: str, lock_path: Path, *, key: Path | None, rebuild: bool
         result.layers_verified = len(image.cache_layers())
         if rebuild:
             result.rebuilt = True
-            result.problems += _rebuild_and_compare(image, files, lock_path, target, narrowing, options)
+            result.problems += _rebuild_and_compare(image, files, lock_path, target, narrowing, options,
+                                                    bytecode_python)
     return result
 
 
 def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, target: Target, narrowing: Narrowing,
-                         options: RegistryOptions) -> list[str]:
+                         options: RegistryOptions, bytecode_python: str | None = None) -> list[str]:
+    from .bytecode import find_compiler
     from .push import PushOptions, push
 
     ann = image.annotations
+    compiled_by = ann.get(oci.A_BYTECODE)
+    if compiled_by:  # the pycs compare equal only when compiled by the same release
+        compiler = find_compiler(target.python_minor, bytecode_python)
+        if compiler.id != compiled_by:
+            raise UsageError(f"{image.where}: its bytecode was compiled by {compiled_by}, and {compiler.executable} "
+                             f"is {compiler.id}: pass that release with --bytecode-python to rebuild it")
     families = families_of(ann.get(oci.A_CACHE_FORMAT, ""))
     if not families:
         raise UsageError(f"{image.where}: its cache format {str(ann.get(oci.A_CACHE_FORMAT))[:80]!r} is not one this "
@@ -203,7 +212,8 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
                          python_platforms=(target.python_platform,), narrowing=narrowing,
                          compression=ann.get(oci.A_COMPRESSION, "gzip").split("/", 1)[0],  # files compared, not bytes
                          uv_versions=tuple(f.first for f in families), registry=options,
-                         consumer_cache_dir=ann.get(oci.A_CONSUMER_CACHE_DIR)))
+                         consumer_cache_dir=ann.get(oci.A_CONSUMER_CACHE_DIR),
+                         compile_bytecode=bool(compiled_by), bytecode_python=bytecode_python))
         with Endpoints(options) as endpoints:
             source, tag, ref = endpoints.source(f"oci:{layout}:rebuilt")
             rebuilt_image = open_image(source, tag, str(ref))
