@@ -29,7 +29,7 @@ from .errors import UsageError
 from .tree import Compiled, Entry, PackageTree, read_chunks
 from .uvcache import ARCHIVE_BUCKET
 
-__all__ = ["Compiler", "find_compiler", "pyc_bytes", "with_bytecode"]
+__all__ = ["Compiler", "find_compiler", "pyc_bytes", "with_bytecode", "without_bytecode"]
 
 _WORKER = str(Path(bytecode_worker.__file__).resolve())
 
@@ -88,19 +88,27 @@ def pyc_path(path: str, cache_tag: str) -> str | None:
 
 def with_bytecode(tree: PackageTree, compiler: Compiler) -> PackageTree:
     """`tree` plus a compiled entry for each of its `.py` files without a pyc of the wheel's own."""
-    paths = {e.path for e in tree.entries}
+    kept = without_bytecode(list(tree.entries), compiler.cache_tag)  # a pyc the wheel ships is replaced
+    paths = {e.path for e in kept}
     added: list[Entry] = []
-    for entry in tree.entries:
+    for entry in kept:
         if entry.kind != "file":
             continue
         target = pyc_path(entry.path, compiler.cache_tag)
-        if target is not None and target not in paths:
+        if target is not None:
             pycache = target.rsplit("/", 1)[0]
             if pycache not in paths:  # the tree's own entry: its paths (owned_paths) stay the wheel's roots
                 paths.add(pycache)
                 added.append(Entry(path=pycache, kind="dir"))
             added.append(Entry(path=target, kind="file", compiled=Compiled(source=entry, compiler=compiler)))
-    return replace(tree, entries=tree.entries + tuple(added)) if added else tree
+    return replace(tree, entries=tuple(kept) + tuple(added)) if added else tree
+
+
+def without_bytecode(entries: list[Entry], cache_tag: str) -> list[Entry]:
+    """`entries` less the files at the pyc paths of their `.py` files: what `with_bytecode` compiles
+    (from a layer, or a stale pyc a wheel ships: valid only for its own mtime, never the layer's 0)."""
+    derived = {p for e in entries if e.kind == "file" and (p := pyc_path(e.path, cache_tag)) is not None}
+    return [e for e in entries if not (e.kind == "file" and e.path in derived)]
 
 
 def pyc_bytes(compiled: Compiled) -> bytes | None:

@@ -11,7 +11,7 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .bytecode import pyc_bytes
@@ -30,8 +30,6 @@ class PackedLayer:
     size: int
     uncompressed_size: int
     media_type: str
-    # bytes of each compiled entry (--compile-bytecode), by its source's tree path: known only now
-    compiled_sizes: dict[str, int] = field(default_factory=dict)
 
 
 class _HashingSink(io.RawIOBase):
@@ -145,8 +143,7 @@ def _header(entry: Entry, size: int) -> bytes:
                         link.encode("ascii", "replace")[:100])
 
 
-def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase, root: str = "",
-              compiled_sizes: dict[str, int] | None = None) -> None:
+def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase, root: str = "") -> None:
     """Write the deterministic tar of `entries` (parents added, sorted) to `fileobj`, under `root`
     if given (the directories above `root` are left out: they belong to the base image).
 
@@ -161,8 +158,6 @@ def write_tar(entries: Iterable[Entry], fileobj: io.RawIOBase, root: str = "",
         data = entry.data
         if entry.compiled is not None:
             data = pyc_bytes(entry.compiled)
-            if compiled_sizes is not None:
-                compiled_sizes[entry.compiled.source.path] = 0 if data is None else len(data)
             if data is None:
                 continue  # a source that does not compile: no pyc, as uv's own compile step would do
         size = 0 if entry.kind != "file" else len(data) if data is not None else entry.size
@@ -191,8 +186,7 @@ def pack_layer(entries: Iterable[Entry], out_path: Path, codec: Codec, root: str
     file once."""
     with open(out_path, "wb") as out:
         sink = _HashingSink(out, codec.compressor())  # type: ignore[arg-type]
-        compiled_sizes: dict[str, int] = {}
-        write_tar(entries, sink, root, compiled_sizes)
+        write_tar(entries, sink, root)
         sink.finish()
     return PackedLayer(
         path=out_path,
@@ -201,5 +195,4 @@ def pack_layer(entries: Iterable[Entry], out_path: Path, codec: Codec, root: str
         size=sink.blob_size,
         uncompressed_size=sink.raw_size,
         media_type=codec.media_type,
-        compiled_sizes=compiled_sizes,
     )

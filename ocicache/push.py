@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, oci
 from .assemble import Image, LayerDescription, assemble_image, assemble_index
-from .bytecode import Compiler, find_compiler, with_bytecode
+from .bytecode import Compiler, find_compiler, with_bytecode, without_bytecode
 from .compress import Codec, get_codec
 from .dest import BlobOrigin, ImageSource, WriteReport, write_images
 from .dest.layout import Layout, check_writable, open_layout_for_write
@@ -252,10 +253,15 @@ class _Builder:
                 _check_built_for(tree, target)
         return {t.package.key: t for t in trees if t.package is not None}
 
-    def extract(self, packages: list[KnownPackage]) -> list[PackageTree]:
+    def extract(self, packages: list[KnownPackage], target: Target) -> list[PackageTree]:
+        """Trees of known packages, taken out of their layers. Their pycs (--compile-bytecode) are
+        dropped and compiled again when packed: the tree is then the one a populate gives."""
         self.progress.step(f"taking {len(packages)} packages out of known layers to re-bundle them")
         self.extracted += len(packages)
-        return extract_known_packages(packages, self.scratch / f"extract-{self.extracted}")
+        compiler = self.compilers.get(target.python_minor)
+        strip = None if compiler is None else functools.partial(without_bytecode, cache_tag=compiler.cache_tag)
+        return [self.finished(t, target)
+                for t in extract_known_packages(packages, self.scratch / f"extract-{self.extracted}", strip)]
 
 
 @contextlib.contextmanager
@@ -588,7 +594,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     missing = sorted({t.package.key for g in groups if not reusable(g) for t in g.trees
                       if t.is_placeholder and t.package})
     if missing:
-        for tree in builder.extract([known.packages[k] for k in missing]):
+        for tree in builder.extract([known.packages[k] for k in missing], target):
             assert tree.package is not None
             trees[tree.package.key] = tree
         groups = _plan(trees, keyed, opts, base_tree(formats), max_layers)
@@ -716,7 +722,7 @@ def _packers(jobs: int) -> Executor:
 def _describe(group: LayerGroup, fmt_id: str, packed: PackedLayer) -> LayerDescription:
     return LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
                             media_type=packed.media_type, kind=group.kind, key=_layer_key(group, fmt_id),
-                            packages=tuple(t.to_annotation(packed.compiled_sizes) for t in group.trees if t.package))
+                            packages=tuple(t.to_annotation() for t in group.trees if t.package))
 
 
 def _index_annotations(uv: UvTool, formats: FormatSet, codec: Codec) -> dict[str, str]:

@@ -11,7 +11,7 @@ layer (instead of the package index) when its bundle must be rebuilt. Same key â
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,10 +86,12 @@ def _packages(desc: Descriptor) -> list[dict[str, Any]]:
     return [p for p in layer_packages(desc) if all(isinstance(p.get(k), t) for k, t in fields.items())]
 
 
-def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list[PackageTree]:
+def extract_known_packages(known: Iterable[KnownPackage], scratch: Path,
+                           strip: Callable[[list[Entry]], list[Entry]] | None = None) -> list[PackageTree]:
     """Trees for packages taken out of their known layers: one verified download per layer.
 
-    The layer is already canonical, so the extracted files re-pack to the same bytes.
+    The layer is already canonical, so the extracted files re-pack to the same bytes. `strip` drops
+    the entries a push derives when packing (the pycs of --compile-bytecode) before the size check.
     """
     by_layer: dict[Digest, list[KnownPackage]] = {}
     for pkg in known:
@@ -121,7 +123,7 @@ def extract_known_packages(known: Iterable[KnownPackage], scratch: Path) -> list
                                          executable=bool(st.st_mode & 0o111)))
                 else:
                     raise OcicacheError(f"known layer {digest} lacks {path} of {pkg.ref.name}")
-            tree = PackageTree(package=pkg.ref, entries=tuple(entries))
+            tree = PackageTree(package=pkg.ref, entries=tuple(strip(entries) if strip else entries))
             if tree.size != pkg.size:
                 raise OcicacheError(f"known layer {digest}: {pkg.ref.name} has {tree.size} bytes, "
                                     f"its annotation says {pkg.size}")

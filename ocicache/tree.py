@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
@@ -95,7 +95,8 @@ class PackageTree:
 
     @property
     def size(self) -> int:
-        """Unpacked bytes; what the planner weighs."""
+        """Unpacked bytes, the pycs of --compile-bytecode left out (known only once packed); what the
+        planner weighs, the same whether the tree was populated or taken out of a known layer."""
         return self.known_size if self.known_size is not None else sum(e.size for e in self.entries)
 
     @property
@@ -108,13 +109,9 @@ class PackageTree:
         paths = {e.path for e in self.entries}
         return sorted(p for p in paths if p.rsplit("/", 1)[0] not in paths or "/" not in p)
 
-    def to_annotation(self, compiled_sizes: Mapping[str, int] | None = None) -> dict[str, object]:
-        """`compiled_sizes`: the packed bytes of its compiled entries, by source path (pack.py), so the
-        recorded size is what the layer unpacks to."""
+    def to_annotation(self) -> dict[str, object]:
         assert self.package is not None
-        size = self.size + sum((compiled_sizes or {}).get(e.compiled.source.path, 0)
-                               for e in self.entries if e.compiled is not None)
-        return {**self.package.to_json(), "size": size, "paths": self.owned_paths()}
+        return {**self.package.to_json(), "size": self.size, "paths": self.owned_paths()}
 
     @property
     def name(self) -> str:

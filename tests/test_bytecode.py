@@ -124,6 +124,32 @@ def test_pyc_paths_cover_what_lands_in_site_packages():
     assert bytecode.pyc_path("wheels-v8/pypi/pkg/x.py", tag) is None
 
 
+def test_with_bytecode_adds_one_compiled_entry_per_source_and_replaces_a_shipped_pyc():
+    from ocicache.tree import Entry, PackageRef, PackageTree
+
+    compiler = bytecode.Compiler(executable=sys.executable, implementation="cpython", cache_tag="cpython-311",
+                                 version="3.11.0")
+    root = "archive-v0/ID"
+    entries = (Entry(path=root, kind="dir"), Entry(path=f"{root}/pkg", kind="dir"),
+               Entry(path=f"{root}/pkg/a.py", kind="file", data=b"A = 1\n", size=len(b"A = 1\n")),
+               Entry(path=f"{root}/pkg/b.py", kind="file", data=b"B = 2\n", size=len(b"B = 2\n")),
+               Entry(path=f"{root}/pkg/__pycache__", kind="dir"),
+               Entry(path=f"{root}/pkg/__pycache__/a.cpython-311.pyc", kind="file", data=b"stale", size=len(b"stale")),
+               Entry(path=f"{root}/pkg/__pycache__/a.cpython-39.pyc", kind="file", data=b"other minor",
+                     size=len(b"other minor")))
+    ref = PackageRef(name="pkg", version="1", artifact="pkg-1-py3-none-any.whl", hash="sha256:00", key="k")
+    tree = bytecode.with_bytecode(PackageTree(package=ref, entries=entries), compiler)
+    by_path = {e.path: e for e in tree.entries}
+    assert len(by_path) == len(tree.entries)  # no path twice
+    compiled = sorted(p for p, e in by_path.items() if e.compiled is not None)
+    assert compiled == [f"{root}/pkg/__pycache__/a.cpython-311.pyc", f"{root}/pkg/__pycache__/b.cpython-311.pyc"]
+    assert by_path[f"{root}/pkg/__pycache__/a.cpython-39.pyc"].data == b"other minor"  # not ours: kept
+    assert tree.size == PackageTree(package=ref, entries=entries).size - len(b"stale")
+    assert tree.owned_paths() == [root]
+    stripped = bytecode.without_bytecode(list(tree.entries), compiler.cache_tag)
+    assert not [e for e in stripped if e.compiled is not None] and len(stripped) == len(tree.entries) - 2
+
+
 def test_a_missing_compiling_interpreter_is_one_clear_error(make_project, tmp_path):
     example_lock = make_project(tmp_path / "project", ["small-b"])
     result = run_ocicache("push", example_lock, f"oci:{tmp_path / 'img'}", "--bytecode-python",
@@ -171,14 +197,15 @@ def test_two_pushes_give_the_same_pycs_and_keys_differ_from_plain_layers(compile
     assert plain["layers_reused"] == 1 and plain["packages_populated"] == first["packages_populated"]
     manifest = _manifest_of(work / "a", first["manifest_digest"])
     assert manifest["annotations"]["dev.ocicache.bytecode"] == first["bytecode"]
-    # the recorded sizes are what the layers unpack to (pycs included): re-bundling checks them
-    sizes = [p["size"] for layer in manifest["layers"] if "dev.ocicache.layer.packages" in layer["annotations"]
-             for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"])]
-    plain_manifest = _manifest_of(work / "a", plain["manifest_digest"])
-    plain_sizes = [p["size"] for layer in plain_manifest["layers"]
+    # the recorded sizes leave the pycs out: the planner weighs a known package as a populated one
+    sizes = sorted((p["name"], p["size"]) for layer in manifest["layers"]
                    if "dev.ocicache.layer.packages" in layer["annotations"]
-                   for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"])]
-    assert sum(sizes) > sum(plain_sizes)
+                   for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"]))
+    plain_manifest = _manifest_of(work / "a", plain["manifest_digest"])
+    plain_sizes = sorted((p["name"], p["size"]) for layer in plain_manifest["layers"]
+                         if "dev.ocicache.layer.packages" in layer["annotations"]
+                         for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"]))
+    assert sizes == plain_sizes
     # a package's paths are its wheel's roots, as without bytecode (no pyc listed on its own)
     paths = [q for layer in manifest["layers"] if "dev.ocicache.layer.packages" in layer["annotations"]
              for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"]) for q in p["paths"]]
@@ -265,9 +292,9 @@ def test_verify_rebuild_compiles_again_and_names_a_tampered_pyc(registries, make
 
 def test_a_bucket_rebuilt_from_known_compiled_layers_equals_a_fresh_push(make_project, index, tmp_path):
     """One small package changes: its bucket is rebuilt, the others taken out of the known layer
-    (pycs and all, their recorded sizes checked); the result is byte for byte a fresh push's.
-    Failed before the sizes counted the pycs (\"kombu has 3398362 bytes, its annotation says
-    2162600\"), since the pycs' directory was left out of the tree and each pyc listed as a path."""
+    (their pycs dropped and compiled again, their recorded sizes checked); the result is byte for
+    byte a fresh push's. Failed when each pyc was listed as a path of its own (counted twice:
+    \"kombu has 3398362 bytes, its annotation says 2162600\")."""
     index.add_wheel("small-c", "3.1")
     lock = make_project(tmp_path / "project", ["heavy", "small-b", "small-c==3.0"])
     dest = f"oci:{tmp_path / 'layout'}:v1"
@@ -278,3 +305,20 @@ def test_a_bucket_rebuilt_from_known_compiled_layers_equals_a_fresh_push(make_pr
     fresh = run_ocicache("push", lock, f"oci:{tmp_path / 'fresh'}:v1", "--compile-bytecode", "--buckets", "1",
                          "--json").json()
     assert fresh["manifest_digest"] == second["manifest_digest"]
+
+
+def test_a_re_push_plans_the_same_layers_whatever_the_pycs_weigh(make_project, tmp_path):
+    """A package just under the solo threshold by its sources, over it with its pycs: a no-op re-push
+    (every package known, planned from recorded sizes) must plan it where the first push did.
+    Failed when the recorded sizes counted the pycs: the re-push made it a solo layer."""
+    lock = make_project(tmp_path / "project", ["heavy", "small-b"])
+    plain = run_ocicache("push", lock, f"oci:{tmp_path / 'plain'}:1", "--json").json()
+    size = next(p["size"] for layer in _manifest_of(tmp_path / "plain", plain["manifest_digest"])["layers"]
+                if "dev.ocicache.layer.packages" in layer["annotations"]
+                for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"]) if p["name"] == "small-b")
+    dest = f"oci:{tmp_path / 'layout'}:1"
+    flags = ("--compile-bytecode", "--solo-threshold", str(size + 1))
+    first = run_ocicache("push", lock, dest, *flags, "--json").json()
+    assert [r["kind"] for r in first["layers"] if "small-b" in r["packages"]] == ["bucket"]
+    again = run_ocicache("push", lock, dest, *flags, "--json").json()
+    assert again["manifest_digest"] == first["manifest_digest"] and again["layers_built"] == 0
