@@ -7,7 +7,7 @@ Nothing is downloaded but the manifest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,21 @@ class CheckResult:
     problems: list[str]  # uv version or target mismatches
     found: int
     needed: int
+    notes: list[str] = field(default_factory=list)  # advice: the build works, and could do less
 
     def to_json(self) -> dict[str, Any]:
         return {"reference": self.reference, "ok": self.ok, "missing": self.missing, "problems": self.problems,
-                "found": self.found, "needed": self.needed}
+                "found": self.found, "needed": self.needed, "notes": self.notes}
 
 
 def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
                 python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
                 options: RegistryOptions | None = None, build_problems: list[str] | None = None,
-                build_cache_dir: str | None = None, require_key: Path | None = None) -> CheckResult:
+                build_cache_dir: str | None = None, require_key: Path | None = None,
+                build_bytecode: tuple[bool, str | None] | None = None) -> CheckResult:
     """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
-    Dockerfile does wrong with the cache (consumer.py), reported with the rest."""
+    Dockerfile does wrong with the cache (consumer.py), reported with the rest; `build_bytecode`:
+    whether the build compiles bytecode, and its link mode (advice on --compile-bytecode)."""
     lock = read_lock(lock_path)
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
@@ -78,4 +81,21 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     missing = [f"{s.name} {s.version} ({s.artifact})" for s in selection.selected
                if (s.name, s.version, s.hash) not in held]
     return CheckResult(reference=str(ref), ok=not missing and not problems, missing=missing, problems=problems,
-                       found=len(selection.selected) - len(missing), needed=len(selection.selected))
+                       found=len(selection.selected) - len(missing), needed=len(selection.selected),
+                       notes=_bytecode_notes(annotations, build_bytecode))
+
+
+def _bytecode_notes(annotations: dict[str, str], build: tuple[bool, str | None] | None) -> list[str]:
+    if build is None:
+        return []
+    compiles, link_mode = build
+    compiled_by = annotations.get(oci.A_BYTECODE)
+    if compiles and not compiled_by:
+        return ["the build compiles bytecode in every run (UV_COMPILE_BYTECODE / --compile-bytecode) and the "
+                "image carries none: push it with --compile-bytecode, and a build that links (--link-mode symlink "
+                "FROM a --base image, or hardlink) compiles nothing"]
+    if compiled_by and link_mode == "copy":
+        return [f"the image carries bytecode ({compiled_by}), and the build copies the files (--link-mode copy): "
+                "the copies get new mtimes and the pycs do not match them; link instead (--link-mode symlink "
+                "FROM a --base image, or hardlink) to use them"]
+    return []

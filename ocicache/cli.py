@@ -509,7 +509,8 @@ def _check(args: argparse.Namespace) -> int:
         python_platform=args.python_platform or (consumer.python_platform if consumer else None),
         uv_version=args.uv_version or (consumer.uv_version if consumer else None),
         build_problems=consumer.problems(args.reference) if consumer else [],
-        build_cache_dir=consumer.cache_dir if consumer else None, require_key=_required_key(args))
+        build_cache_dir=consumer.cache_dir if consumer else None, require_key=_required_key(args),
+        build_bytecode=(consumer.compile_bytecode, consumer.link_mode) if consumer else None)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
@@ -519,6 +520,8 @@ def _check(args: argparse.Namespace) -> int:
             print(f"  problem: {problem}")
         for missing in result.missing:
             print(f"  missing: {missing}")
+        for note in result.notes:
+            print(f"  note: {note}")
     return 0 if result.ok else 1
 
 

@@ -322,3 +322,25 @@ def test_a_re_push_plans_the_same_layers_whatever_the_pycs_weigh(make_project, t
     assert [r["kind"] for r in first["layers"] if "small-b" in r["packages"]] == ["bucket"]
     again = run_ocicache("push", lock, dest, *flags, "--json").json()
     assert again["manifest_digest"] == first["manifest_digest"] and again["layers_built"] == 0
+
+
+def test_check_advises_bytecode_for_a_build_that_compiles(build_setup, registries, tmp_path):
+    """A build with UV_COMPILE_BYTECODE=1 FROM a stacked image without pycs: check says so (ok all the
+    same: nothing is missing); FROM one with pycs: no advice; with pycs and copy mode: told they go unused."""
+    host = registries["plain"].host
+    plain, compiled = f"{host}/bytecode/advice-plain:1", f"{host}/bytecode/advice-compiled:1"
+    run_ocicache("push", build_setup["lock"], plain, "--base", build_setup["base"])
+    run_ocicache("push", build_setup["lock"], compiled, "--base", build_setup["base"], "--compile-bytecode")
+
+    def check(ref: str, link_mode: str) -> dict:
+        dockerfile = tmp_path / f"Dockerfile.{ref.rsplit('/', 1)[1].replace(':', '-')}.{link_mode}"
+        dockerfile.write_text(f"FROM {ref}\nWORKDIR /app\nENV UV_COMPILE_BYTECODE=1\nCOPY . /app/\n"
+                              f"RUN uv sync --frozen --offline --link-mode {link_mode}\n")
+        return run_ocicache("check", ref, build_setup["lock"], "--dockerfile", dockerfile, "--json").json()
+
+    without = check(plain, "symlink")
+    assert without["ok"] and len(without["notes"]) == 1 and "--compile-bytecode" in without["notes"][0]
+    with_pycs = check(compiled, "symlink")
+    assert with_pycs["ok"] and with_pycs["notes"] == []
+    copying = check(compiled, "copy")
+    assert copying["ok"] and len(copying["notes"]) == 1 and "--link-mode copy" in copying["notes"][0]
