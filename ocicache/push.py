@@ -165,11 +165,16 @@ class _Builder:
     unpacked: int = 0  # downloaded and unpacked by ocicache
     extracted: int = 0
     _runs: int = 0
-    _early: ThreadPoolExecutor | None = None  # the packer threads of _EarlyPacker
+    _early: Executor | None = None  # the packers of _EarlyPacker (threads; processes when compiling bytecode)
 
-    def early_packer(self) -> ThreadPoolExecutor:
+    def early_packer(self) -> Executor:
         if self._early is None:
-            self._early = ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="ocicache-early-pack")
+            if self.compilers:  # compiling bytecode holds the GIL: threads would share one core
+                self._early = ProcessPoolExecutor(max_workers=max(1, self.jobs),
+                                                  mp_context=multiprocessing.get_context("spawn"))
+            else:
+                self._early = ThreadPoolExecutor(max_workers=max(1, self.jobs),
+                                                 thread_name_prefix="ocicache-early-pack")
         return self._early
 
     def close(self) -> None:

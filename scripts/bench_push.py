@@ -14,6 +14,7 @@ re-locks against that mirror, then measures, --repeat times each, median reporte
 wall time, peak RSS of the whole process tree (ocicache + uv) and of ocicache's own process.
 Usage: .venv/bin/python scripts/bench_push.py [--repeat N] [--project example|datasci] [--workdir DIR]
        [--rate-mbps 25]   (the index behind a proxy of that bandwidth, as on a CI runner)
+       [--bytecode]       (uv syncs with --compile-bytecode, pushes with --compile-bytecode)
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None =
     return elapsed, usage.ru_maxrss
 
 
-def bench(project: str, workdir: Path, repeat: int, rate_mbps: float | None = None) -> dict[str, object]:
+def bench(project: str, workdir: Path, repeat: int, rate_mbps: float | None = None,
+          bytecode: bool = False) -> dict[str, object]:
     """Measure one project. This process stays small (stdlib only): children's ru_maxrss starts
     from the launcher's size at fork, so heavy work (downloads, serving) runs in subprocesses."""
     uv = Path(REPO / ".venv" / "bin" / "uv")
@@ -81,7 +83,8 @@ def bench(project: str, workdir: Path, repeat: int, rate_mbps: float | None = No
         shutil.copy(lock.parent / "pyproject.toml", consumer)
         shutil.copy(lock, consumer)
         quiesce()
-        t, rss = run([str(uv), "sync", "--frozen", "--no-install-project", "--quiet"], cwd=consumer,
+        compile_flag = ["--compile-bytecode"] if bytecode else []
+        t, rss = run([str(uv), "sync", "--frozen", "--no-install-project", "--quiet", *compile_flag], cwd=consumer,
                      env={**env, "UV_CACHE_DIR": str(scratch / "uv-cache")})
         results["uv cold"].append((t, rss, 0))
         dest = f"oci:{scratch / 'layout'}:bench"
@@ -89,7 +92,7 @@ def bench(project: str, workdir: Path, repeat: int, rate_mbps: float | None = No
             rss_file = scratch / "self-rss"
             quiesce()
             t, rss = run([sys.executable, "-c", OCICACHE_VMHWM, str(rss_file), "push", str(lock), dest, "--progress",
-                          "never"], env=env)
+                          "never", *compile_flag], env=env)
             results[label].append((t, rss, int(rss_file.read_text())))
     # The same lock as an image for one uv family only: what serving every release costs in bytes.
     single = workdir / f"{project}-single"
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rate-mbps", type=float, metavar="MB/S",
                         help="reach the index through a proxy limited to this bandwidth (a CI runner's network)")
+    parser.add_argument("--bytecode", action="store_true",
+                        help="uv syncs with --compile-bytecode and pushes with --compile-bytecode")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.mirror:
@@ -125,7 +130,8 @@ def main() -> None:
                       args.workdir / f"{args.mirror}-mirror", REPO / ".venv" / "bin" / "uv")
     if args.serve:
         return serve(args.serve, args.rate_mbps)
-    rows = [bench(p, args.workdir, args.repeat, args.rate_mbps) for p in (args.project or ["example", "datasci"])]
+    rows = [bench(p, args.workdir, args.repeat, args.rate_mbps, args.bytecode)
+            for p in (args.project or ["example", "datasci"])]
     print("| project | packages | image | uv cold | push cold | ratio | push again | peak RSS push (ocicache / tree) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
