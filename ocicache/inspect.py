@@ -48,6 +48,7 @@ def describe(reference: str, image: SourceImage) -> dict[str, Any]:
         "compression": annotations.get(oci.A_COMPRESSION),
         "stacked_on": annotations.get(oci.A_STACK_BASE),  # push --base: the base image, REF@DIGEST
         "stack_root": annotations.get(oci.A_STACK_ROOT),
+        "bytecode": annotations.get(oci.A_BYTECODE),  # push --compile-bytecode: the compiling interpreter
         "skipped": json_list(annotations.get(oci.A_SKIPPED, "[]")),
         "total_size": sum(layer["size"] for layer in layers),
         "layers": layers,
@@ -83,6 +84,8 @@ def format_table(info: dict[str, Any]) -> str:
         lines.append(row.rstrip())
     for note in info["skipped"]:
         lines.append(f"left out: {note}")
+    if info.get("bytecode"):
+        lines.append(f"bytecode: each package's pycs, compiled by {info['bytecode']}")
     if info.get("stacked_on"):
         lines.append(f"stacked on {info['stacked_on']}: the cache is at /{info.get('stack_root') or 'root/.cache/uv'}")
     if info.get("platforms"):

@@ -197,6 +197,9 @@ def test_two_pushes_give_the_same_pycs_and_keys_differ_from_plain_layers(compile
     assert plain["layers_reused"] == 1 and plain["packages_populated"] == first["packages_populated"]
     manifest = _manifest_of(work / "a", first["manifest_digest"])
     assert manifest["annotations"]["dev.ocicache.bytecode"] == first["bytecode"]
+    assert run_ocicache("inspect", f"oci:{work / 'a'}:1", "--json").json()["bytecode"] == first["bytecode"]
+    assert f"compiled by {first['bytecode']}" in run_ocicache("inspect", f"oci:{work / 'a'}:1").stdout
+    assert run_ocicache("inspect", f"oci:{work / 'a'}:plain", "--json").json()["bytecode"] is None
     # the recorded sizes leave the pycs out: the planner weighs a known package as a populated one
     sizes = sorted((p["name"], p["size"]) for layer in manifest["layers"]
                    if "dev.ocicache.layer.packages" in layer["annotations"]
