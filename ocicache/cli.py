@@ -353,6 +353,7 @@ def _push(args: argparse.Namespace) -> int:
     python, python_platforms, uv_versions = args.python, tuple(args.python_platform), tuple(args.uv_version)
     cache_dir = None
     compile_bytecode = args.compile_bytecode or args.bytecode_python is not None
+    bytecode_required = compile_bytecode  # asked for: no compiler is an error; inferred: a note
     if consumers:
         compile_bytecode = compile_bytecode or consumers[0].compile_bytecode
         python = python or consumers[0].python
@@ -371,7 +372,8 @@ def _push(args: argparse.Namespace) -> int:
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
                        consumer_cache_dir=cache_dir, base=args.base, unpack_wheels=not args.uv_unpacks_all,
-                       compile_bytecode=compile_bytecode, bytecode_python=args.bytecode_python)
+                       compile_bytecode=compile_bytecode, bytecode_required=bytecode_required,
+                       bytecode_python=args.bytecode_python)
     key = None
     if args.sign_key is not None:
         from .verify import load_signing_key
@@ -398,6 +400,8 @@ def _push(args: argparse.Namespace) -> int:
               f"{r.blobs_present} already there; {r.seconds:.1f}s")
         if r.bytecode:
             print(f"  bytecode: compiled by {r.bytecode}")
+        for note in r.notes:
+            print(f"  note: {note}")
         if r.pool_tags_written:
             print(f"  pool: {r.pool_tags_written} keys published")
         for note in r.skipped:

@@ -92,6 +92,7 @@ class PushOptions:
     base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
     unpack_wheels: bool = True  # False (--uv-unpacks-all): uv fills every package, none unpacked by ocicache
     compile_bytecode: bool = False  # the unpacked wheels' pycs in the layers (bytecode.py)
+    bytecode_required: bool = True  # False (inferred from --dockerfile): no compiler here means no pycs, a note
     bytecode_python: str | None = None  # the interpreter that compiles them (default: found for the target)
 
 
@@ -116,6 +117,7 @@ class PushResult:
     pool_tags_written: int
     seconds: float
     bytecode: str = ""  # the compiling interpreter (--compile-bytecode), e.g. cpython-3.11.7
+    notes: list[str] = field(default_factory=list)  # what the push chose not to do, and why
     layers_packed_early: int = 0  # packed before every package was in (while uv ran or wheels downloaded)
 
     def to_json(self) -> dict[str, Any]:
@@ -482,8 +484,15 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
     codec = get_codec(opts.compression)
     formats = format_set(opts.uv_versions)
     uv = find_uv(opts.uv)
-    compilers = {minor: find_compiler(minor, opts.bytecode_python)
-                 for minor in sorted({t.python_minor for t in targets})} if opts.compile_bytecode else {}
+    compilers: dict[str, Compiler] = {}
+    notes: list[str] = []
+    for minor in sorted({t.python_minor for t in targets}) if opts.compile_bytecode else []:
+        try:
+            compilers[minor] = find_compiler(minor, opts.bytecode_python)
+        except UsageError as exc:
+            if opts.bytecode_required:
+                raise
+            notes.append(f"no bytecode in the image for CPython {minor}: {exc}")
     pool_ref = parse_ref(opts.pool) if opts.pool else None
     if pool_ref is not None and not isinstance(pool_ref, RegistryRef):
         raise UsageError(f"--pool {opts.pool}: expected REGISTRY/REPOSITORY")
@@ -543,7 +552,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         blobs_uploaded=report.count("uploaded"), blobs_mounted=report.count("mounted"),
         blobs_present=report.count("present"), bytes_uploaded=report.bytes("uploaded"),
         pool_tags_written=pool_tags, seconds=time.monotonic() - started, layers_packed_early=state.packed_early,
-        bytecode=", ".join(c.id for c in compilers.values()),
+        bytecode=", ".join(c.id for c in compilers.values()), notes=notes,
     )
 
 

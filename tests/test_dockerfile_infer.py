@@ -13,7 +13,7 @@ import pytest
 
 from ocicache.dockerfile import find_uv_step, parse_dockerfile
 from ocicache.errors import DockerfileError
-from tests.conftest import build_context, ocicache, require_tool
+from tests.conftest import build_context, hermetic_env, ocicache, require_tool
 from tests.support.baseimage import build_musl_image, build_uv_image
 from tests.support.builders import Buildah
 from tests.support.uvreleases import uv_release
@@ -144,6 +144,30 @@ def test_musl_base_image_gives_a_musl_target(make_project, images, tmp_path):
     pushed = ocicache("push", lock, f"oci:{tmp_path / 'out'}:m", "--dockerfile", dockerfile, "--json").json()
     assert [(t["python"], t["python_platform"]) for t in pushed["targets"]] == \
         [("3.12.8", "x86_64-unknown-linux-musl")]
+
+
+def test_a_build_that_compiles_bytecode_gets_pycs_or_a_note(make_project, images, tmp_path):
+    """`--dockerfile` turns --compile-bytecode on for a build with UV_COMPILE_BYTECODE=1. With no
+    CPython of the target's minor here (3.12, PATH without one), the push goes on without pycs and
+    says so; asked for explicitly, the same is an error."""
+    lock = make_project(tmp_path / "project", ["small-a"])
+    dockerfile = _write(tmp_path, f"FROM {images['musl']}\nENV UV_COMPILE_BYTECODE=1\n"
+                                  "RUN uv sync --frozen --offline\n")
+    no_312 = hermetic_env(PATH="/usr/bin:/bin")
+    pushed = ocicache("push", lock, f"oci:{tmp_path / 'out'}:m", "--dockerfile", dockerfile, "--json",
+                      env=no_312).json()
+    assert pushed["bytecode"] == "" and len(pushed["notes"]) == 1
+    assert "no bytecode in the image for CPython 3.12" in pushed["notes"][0]
+    asked = ocicache("push", lock, f"oci:{tmp_path / 'out2'}:m", "--dockerfile", dockerfile, "--compile-bytecode",
+                     env=no_312, check=False)
+    assert asked.returncode == 2 and "--compile-bytecode needs a CPython 3.12" in asked.stderr
+    assert not (tmp_path / "out2").exists()
+    # a 3.11 build on this machine: compiled by this interpreter, as the Dockerfile asks
+    lock_311 = make_project(tmp_path / "p311", ["small-a"])
+    df_311 = tmp_path / "Dockerfile.311"
+    df_311.write_text(f"FROM {images['base']}\nENV UV_COMPILE_BYTECODE=1\nRUN uv sync --frozen --offline\n")
+    compiled = ocicache("push", lock_311, f"oci:{tmp_path / 'out3'}:m", "--dockerfile", df_311, "--json").json()
+    assert compiled["bytecode"].startswith("cpython-3.11.") and compiled["notes"] == []
 
 
 def test_bad_dockerfiles_each_give_one_clear_error(build_setup, images, tmp_path):
