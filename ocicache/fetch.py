@@ -1,9 +1,10 @@
 """The index edge: download wheels the lock pins, each checked against the lock's sha256 and size.
 
-Only what needs nothing uv knows better: plain http(s) URLs, no credentials (so following a
-redirect, as indexes that keep their files elsewhere answer, sends nothing anywhere). Any failure
-(401, 404, a dropped connection after retries, a hash mismatch) is returned, not raised: the caller
-hands that wheel to uv, which has its own authentication, retries and error messages for it.
+Only what needs nothing uv knows better: plain http(s) URLs, with the credentials uv would use for
+their realm if any (index_credentials.py: `UV_INDEX_<NAME>_USERNAME/PASSWORD`, netrc; a redirect to
+another origin, as indexes that keep their files elsewhere answer, gets none). Any failure (401,
+404, a dropped connection after retries, a hash mismatch) is returned, not raised: the caller hands
+that wheel to uv, which has its own authentication, retries and error messages for it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # imported when wheels are downloaded: a push that reuses everything never needs it
     import httpx
+
+    from .index_credentials import IndexCredentials
 
 __all__ = ["Download", "fetch_all", "fetchable"]
 
@@ -45,7 +48,8 @@ def fetchable(url: str | None) -> bool:
 
 
 def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], None] = lambda _sha, _outcome: None,
-              stop: threading.Event | None = None) -> dict[str, str | None]:
+              stop: threading.Event | None = None,
+              credentials: IndexCredentials | None = None) -> dict[str, str | None]:
     """Download each to its `dest`; by sha256, None when it arrived intact, else why not.
     `on_done(sha256, outcome)` as each finishes (from a worker thread). Once `stop` is set, what is
     left ends at once with the outcome "stopped" (the push failed elsewhere)."""
@@ -57,7 +61,7 @@ def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], No
             ThreadPoolExecutor(max_workers=min(_JOBS, len(downloads)), thread_name_prefix="ocicache-fetch") as pool:
         def one(d: Download) -> tuple[str, str | None]:
             try:
-                outcome = _fetch(client, d, stop or threading.Event())
+                outcome = _fetch(client, d, stop or threading.Event(), credentials)
             except Exception as exc:  # whatever it is, uv gets the wheel instead
                 outcome = type(exc).__name__
             on_done(d.sha256, outcome)
@@ -66,8 +70,12 @@ def fetch_all(downloads: list[Download], on_done: Callable[[str, str | None], No
         return dict(pool.map(one, downloads))
 
 
-def _fetch(client: httpx.Client, d: Download, stop: threading.Event) -> str | None:
+def _fetch(client: httpx.Client, d: Download, stop: threading.Event,
+           credentials: IndexCredentials | None = None) -> str | None:
     import httpx
+
+    found = credentials.for_url(d.url) if credentials else None
+    auth = httpx.BasicAuth(*found) if found else None
 
     part = d.dest.with_name(d.dest.name + ".part")
     last = "not tried"
@@ -76,7 +84,7 @@ def _fetch(client: httpx.Client, d: Download, stop: threading.Event) -> str | No
             part.unlink(missing_ok=True)
             return "stopped"
         try:
-            digest, size = _stream(client, d.url, part, stop)
+            digest, size = _stream(client, d.url, part, stop, auth)
         except httpx.HTTPStatusError as exc:
             return f"HTTP {exc.response.status_code}"
         except (httpx.TransportError, OSError) as exc:
@@ -91,12 +99,13 @@ def _fetch(client: httpx.Client, d: Download, stop: threading.Event) -> str | No
     return last
 
 
-def _stream(client: httpx.Client, url: str, part: Path, stop: threading.Event) -> tuple[str, int]:
+def _stream(client: httpx.Client, url: str, part: Path, stop: threading.Event,
+            auth: httpx.Auth | None = None) -> tuple[str, int]:
     import httpx
 
     h = hashlib.sha256()
     size = 0
-    with client.stream("GET", url) as response:
+    with client.stream("GET", url, auth=auth) as response:
         response.raise_for_status()
         if response.status_code != 200:  # a 2xx that is not the file: uv knows what to do
             raise httpx.HTTPStatusError("not 200", request=response.request, response=response)

@@ -185,14 +185,16 @@ def filter_pylock(pylock_text: str, keep: set[str]) -> str:
 
 
 def populate_cache(uv: UvTool, pylock: Path, target: Target, cache_dir: Path, work_dir: Path,
-                   while_running: Callable[[], None] | None = None) -> None:
+                   while_running: Callable[[], None] | None = None, indexes: tuple[str, ...] = ()) -> None:
     """Fill `cache_dir` with every package of `pylock` for `target` (downloads and builds);
-    `while_running` is called every fraction of a second meanwhile (to pack what is already cached)."""
+    `while_running` is called every fraction of a second meanwhile (to pack what is already cached).
+    `indexes`: `name=url` of the project's named indexes with credentials in the environment, so uv
+    authenticates their downloads (index_credentials.py)."""
     install_dir = work_dir / "site-packages"
     args = [str(uv.path), "pip", "install", "--no-deps", "--target", str(install_dir),
             "--python", sys.executable, "--python-version", target.python_full,
             "--python-platform", target.python_platform, "--cache-dir", str(cache_dir),
-            "--link-mode", "hardlink", "--quiet", "-r", str(pylock)]
+            "--link-mode", "hardlink", "--quiet", *(a for i in indexes for a in ("--index", i)), "-r", str(pylock)]
     what = "uv pip install (filling the cache)"
     if while_running is None:
         _run(args, cwd=work_dir, what=what, env=_Env().build())

@@ -36,6 +36,7 @@ from .errors import LayoutError, PopulateError, UsageError
 from .fetch import fetch_all
 from .fill import WheelSplit, probe_index_dir, split_wheels
 from .image import ImageError, find_images
+from .index_credentials import IndexCredentials, find_index_credentials
 from .keys import group_key, package_key
 from .lock import Lock, read_lock
 from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache, unpacked_wheel_tree
@@ -163,6 +164,7 @@ class _Builder:
     unpack_wheels: bool = True  # index wheels unpacked by ocicache (fill.py); False: uv fills everything
     jobs: int = DEFAULT_JOBS  # layers packed at once
     compilers: dict[str, Compiler] = field(default_factory=dict)  # --compile-bytecode: by Python minor
+    credentials: IndexCredentials | None = None  # what uv would authenticate its downloads with
     populated: int = 0  # filled by uv
     unpacked: int = 0  # downloaded and unpacked by ocicache
     extracted: int = 0
@@ -206,7 +208,8 @@ class _Builder:
             if ours:
                 split.wheel_dir.mkdir(exist_ok=True)
                 self.progress.step(f"downloading {len(ours) + len(split.probes)} wheels to unpack them here")
-                arrivals.fetching = background.submit(fetch_all, split.downloads(), arrivals.report, stop)
+                arrivals.fetching = background.submit(fetch_all, split.downloads(), arrivals.report, stop,
+                                                      self.credentials)
             uv_keyed = [sk for sk in keyed if sk[1] not in ours]
             trees |= self._fill_with_uv(uv_keyed, target, None if early is None else early.poll)
             index_dirs: dict[str, str] = {}
@@ -250,7 +253,8 @@ class _Builder:
         self.progress.step(f"filling a uv cache with {len(keyed)} packages (uv {self.uv.version})")
         cache = self.scratch / "cache"
         populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir,
-                       None if while_running is None else lambda: while_running(cache))
+                       None if while_running is None else lambda: while_running(cache),
+                       self.credentials.named if self.credentials else ())
         self.populated += len(keyed)
         self.progress.step("normalising cache entries")
         trees = normalise_cache(cache, self.uv.family, self.formats, keyed)
@@ -508,7 +512,8 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         scratch = Path(scratch_name)
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
-        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs, compilers)
+        builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs, compilers,
+                           find_index_credentials(lock.path.parent))
         cleanup.callback(builder.close)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()

@@ -243,8 +243,10 @@ class PackageIndex:
 
     root: Path
     downloads: Counter[str] = field(default_factory=Counter)
+    refused: int = 0  # requests answered 401 (with `credentials`)
     url: str = ""
     redirect_files: bool = False  # link /moved/<file>, which redirects to /files/<file>
+    credentials: tuple[str, str] | None = None  # HTTP Basic required for every request (a private index)
     _server: _Server | None = None
 
     def __post_init__(self) -> None:
@@ -283,6 +285,15 @@ class PackageIndex:
                 self.do_GET()
 
             def do_GET(self) -> None:
+                if index.credentials is not None:
+                    wanted = "Basic " + base64.b64encode(":".join(index.credentials).encode()).decode()
+                    if self.headers.get("Authorization") != wanted:
+                        index.refused += 1
+                        self.send_response(401)
+                        self.send_header("WWW-Authenticate", 'Basic realm="private index"')
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return None
                 parts = [p for p in self.path.split("?")[0].split("/") if p]
                 if len(parts) == 2 and parts[0] == "simple":
                     links = []
