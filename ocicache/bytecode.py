@@ -87,7 +87,8 @@ def pyc_path(path: str, cache_tag: str) -> str | None:
 
 
 def with_bytecode(tree: PackageTree, compiler: Compiler) -> PackageTree:
-    """`tree` plus a compiled entry for each of its `.py` files without a pyc of the wheel's own."""
+    """`tree` with a compiled entry for each of its `.py` files (a pyc the wheel ships at that path is
+    replaced) and the `__pycache__` directories they need. Idempotent."""
     kept = without_bytecode(list(tree.entries), compiler.cache_tag)  # a pyc the wheel ships is replaced
     paths = {e.path for e in kept}
     added: list[Entry] = []

@@ -117,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "them as links, and `UV_COMPILE_BYTECODE=1` then compiles nothing (default: on when "
                           "the --dockerfile build compiles bytecode)")
     byt.add_argument("--bytecode-python", metavar="PATH",
-                     help="the CPython that compiles (default: this interpreter if its minor is the target's, "
-                          "else python3.Y on PATH); its full version is part of each layer's reuse key")
+                     help="the CPython that compiles, implies --compile-bytecode (default: this interpreter if "
+                          "its minor is the target's, else python3.Y on PATH); its full version is part of each "
+                          "layer's reuse key")
     push.add_argument("--uv", type=Path, metavar="PATH",
                       help=f"the uv that fills the cache (default: the pinned uv {PINNED_UV_VERSION}); any "
                            f"release from {supported_range()}")

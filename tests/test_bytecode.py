@@ -100,8 +100,8 @@ def test_a_pyc_is_a_timestamp_pyc_for_mtime_zero_that_the_interpreter_accepts(tm
 def test_the_helper_process_compiles_the_same_bytes_as_in_process():
     """Another interpreter compiles through bytecode_worker.py on stdin/stdout: same protocol
     result as compiling here (forced through the helper with this very interpreter)."""
-    out = subprocess.run([sys.executable, "-I", bytecode.__file__.replace("bytecode.py", "bytecode_worker.py"),
-                          "--describe"], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-I", bytecode._WORKER, "--describe"], capture_output=True, text=True,
+                         check=True).stdout.split()
     compiler = bytecode.Compiler(executable=sys.executable, implementation=out[0], cache_tag=out[1], version=out[2])
     helper = bytecode._Helper(compiler)
     try:

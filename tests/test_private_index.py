@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ SECRET = "s3cret-token-7f3a"
 
 
 @pytest.fixture(scope="module")
-def private(index, tmp_path_factory) -> PackageIndex:
+def private(index, tmp_path_factory) -> Iterator[PackageIndex]:
     """The same artifacts as the session's index, behind HTTP Basic."""
     root = tmp_path_factory.mktemp("private-index")
     shutil.copytree(index.root / "files", root / "files", dirs_exist_ok=True)
