@@ -16,12 +16,14 @@ Scenarios:
   d  fresh runner, the monorepo's second service (most of its layers shared with the first's)
   e  the monorepo's job: the first service then the second on one fresh runner, the second timed
   f  as e, the two services being members of one uv workspace (one lock, one cache image)
-Builders: buildah (overlay storage, runc) and dockerd (BuildKit), a fresh store per run; the order
+Builders: buildah (overlay storage, runc) and dockerd (BuildKit: Debian 12's 20.10, or `docker26`, Debian
+13's 26.1 unpacked by scripts/docker-engine.sh), a fresh store per run; the order
 of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
 
 Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--builder buildah]
        [--variant guide --variant stacked] [--workdir DIR] [--rate-mbps 25] [--bytecode]
 With --rate-mbps, the index and the registry share one bandwidth limit (a CI runner's network).
+BuildKit's step timings of every timed build are kept in <workdir>/logs/<run>/.
 With --bytecode, every variant compiles bytecode (`ENV UV_COMPILE_BYTECODE=1`, as the Dockerfiles of
 uv's Docker guide do) and the cache images carry it (`push --compile-bytecode`).
 """
@@ -119,21 +121,26 @@ class BuildahRunner:
 
 
 class DockerRunner:
-    """Debian's dockerd with a data-root of its own, BuildKit builds."""
+    """dockerd with a data-root of its own, BuildKit builds: Debian 12's (20.10), or with `engine` the
+    newer one scripts/docker-engine.sh unpacks (Debian 13's 26.1)."""
 
     name = "docker-buildkit"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, engine: Path | None = None, containerd_store: bool = False) -> None:
         from tests.support.builders import Dockerd
 
         self.root = root
-        self.daemon = Dockerd(root)
+        self.daemon = Dockerd(root, engine, containerd_store)
+        self.log: Path | None = None
 
     def build(self, context: Path, network: str) -> float:
         start = time.perf_counter()
         proc = self.daemon.docker("build", "--progress", "plain", "--network", network, "-t", "bench", "-f",
                                   "Dockerfile", "src", cwd=context)
         elapsed = time.perf_counter() - start
+        if self.log is not None:  # BuildKit's step timings (--progress plain), for the breakdown
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            self.log.write_text(proc.stderr)
         if proc.returncode != 0:
             raise SystemExit(f"docker build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return elapsed
@@ -152,10 +159,24 @@ def _timed(cmd: list[str], **kwargs: object) -> float:
     return elapsed
 
 
+BUILDERS = ["buildah", "docker", "docker26", "docker26-containerd"]
+RUN_STAMP = time.strftime("%Y%m%dT%H%M%S")  # each run's BuildKit logs in a directory of their own
+
+
 def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
     if builder == "buildah":
         return BuildahRunner(work)
-    return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")))  # dockerd's socket paths stay short
+    engine = _docker_engine() if builder.startswith("docker26") else None
+    return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")), engine,  # short socket paths
+                        containerd_store=builder == "docker26-containerd")
+
+
+def _docker_engine() -> Path:
+    """Debian 13's Docker, unpacked beside the system's (fetched once, kept in .cache/)."""
+    proc = subprocess.run([str(REPO / "scripts" / "docker-engine.sh")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"scripts/docker-engine.sh failed:\n{proc.stderr[-2000:]}")
+    return Path(proc.stdout.strip())
 
 
 def _context(work: Path, lock: Path, text: str) -> Path:
@@ -258,6 +279,8 @@ def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, 
                         network))
                 context = _context(work / "ctx", _lock(locks, project), dockerfile(variant, images, project, bytecode))
                 quiesce()
+                if isinstance(runner, DockerRunner):
+                    runner.log = work / "logs" / RUN_STAMP / f"{scenario}-{builder}-{variant}-{i + 1}.log"
                 times[variant].append(runner.build(context, network))
             finally:
                 runner.close()
@@ -269,7 +292,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
-    parser.add_argument("--builder", action="append", choices=["buildah", "docker"])
+    parser.add_argument("--builder", action="append", choices=BUILDERS,
+                        help="docker: Debian 12's dockerd 20.10; docker26: Debian 13's dockerd 26.1 "
+                             "(scripts/docker-engine.sh), docker26-containerd: the same with containerd's "
+                             "image store; default: buildah and docker")
     parser.add_argument("--variant", action="append", choices=VARIANTS)
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")
     parser.add_argument("--rate-mbps", type=float, metavar="MB/S",

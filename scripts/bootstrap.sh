@@ -4,7 +4,8 @@
 #   scripts/bootstrap.sh --test   also the test extras, the uv releases of the compatibility tests, and the
 #                                 Debian packages the tests drive:
 #                                 docker-registry, skopeo, umoci, buildah, runc, docker.io (dockerd),
-#                                 busybox-static, git, musl (a musl libc for the base-image tests)
+#                                 busybox-static, git, musl (a musl libc for the base-image tests),
+#                                 and Debian 13's Docker engine unpacked into .cache/ (scripts/docker-engine.sh)
 # OCICACHE_VENV=DIR uses an existing, prepared virtualenv instead (nothing is installed into it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ if [ "$with_tests" = 1 ]; then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
+  scripts/docker-engine.sh >/dev/null
 fi
 
 if [ -z "${OCICACHE_VENV:-}" ]; then

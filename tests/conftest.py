@@ -246,3 +246,21 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
     daemon = Dockerd(Path(tmp_path_factory.mktemp("dockerd")))
     yield daemon
     daemon.stop()
+
+
+def docker_engine() -> Path:
+    """Debian 13's Docker (dockerd 26.1, containerd 1.7, buildx), unpacked by scripts/docker-engine.sh
+    (run by scripts/bootstrap.sh --test; run here too, so a missing engine is fetched, not skipped)."""
+    proc = subprocess.run([str(REPO / "scripts" / "docker-engine.sh")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/docker-engine.sh failed: {proc.stderr[-2000:]}")
+    return Path(proc.stdout.strip())
+
+
+@pytest.fixture(scope="session")
+def dockerd_containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    """dockerd 26.1 with containerd's image store: what Docker Engine 29 and later use on a fresh
+    install (a fresh CI runner), the closest engine the package registries here have."""
+    daemon = Dockerd(Path(tmp_path_factory.mktemp("dockerd26")), docker_engine(), containerd_store=True)
+    yield daemon
+    daemon.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import build_context, require_tool
+from tests.conftest import build_context, docker_engine, require_tool
 from tests.support.builders import Buildah, DockerBuilder, Dockerd
 
 IMPORTS = "import heavy, small_a, small_b, sdist_only, gitpkg"
@@ -63,6 +63,16 @@ def test_docker_buildkit_builds_offline_from_the_cache_image(pattern, build_setu
     assert "imports ok" in result.stderr  # BuildKit's plain progress goes to stderr
 
 
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_docker_26_with_containerds_image_store_builds_offline_from_the_cache_image(pattern, build_setup,
+                                                                                    dockerd_containerd, tmp_path):
+    """The image store of a fresh Docker 29 install (containerd's), through the buildx CLI."""
+    result = DockerBuilder(dockerd_containerd, buildkit=True).build(_context(tmp_path, build_setup, pattern),
+                                                                    f"t26-{pattern}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "imports ok" in result.stderr
+
+
 @pytest.mark.parametrize("pattern", CLASSIC_PATTERNS)
 def test_docker_classic_builder_builds_the_copy_patterns(pattern, build_setup, dockerd, tmp_path):
     result = DockerBuilder(dockerd, buildkit=False).build(_context(tmp_path, build_setup, pattern), f"c-{pattern}")
@@ -84,9 +94,9 @@ def test_without_the_cache_the_offline_build_fails(build_setup, tmp_path):
     assert "Network connectivity is disabled" in output or "Failed to download and build" in output, output
 
 
-def test_zstd_cache_image_buildah_reads_it_docker_20_10_does_not(build_setup, tmp_path):
-    """`--compression zstd`: buildah 1.28 builds from it; Debian's dockerd 20.10 cannot unpack zstd
-    layers (measured; the reason gzip stays the default, docs/dockerfile-patterns.md)."""
+def test_zstd_cache_image_buildah_and_docker_26_read_it_docker_20_10_does_not(build_setup, tmp_path):
+    """`--compression zstd`: buildah 1.28 and dockerd 26.1 build from it; Debian 12's dockerd 20.10 cannot
+    unpack zstd layers (measured; the reason gzip stays the default, docs/dockerfile-patterns.md)."""
     from tests.conftest import ocicache
 
     zstd_cache = str(build_setup["cache"]).replace(":py311", ":py311-zstd")
@@ -106,3 +116,12 @@ def test_zstd_cache_image_buildah_reads_it_docker_20_10_does_not(build_setup, tm
         daemon.stop()
         shutil.rmtree(short, ignore_errors=True)
     assert result.returncode != 0 and "failed to register layer" in result.stderr, result.stderr[-3000:]
+    # a newer engine reads it (a fresh store too, for the same reason)
+    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))
+    daemon = Dockerd(short, docker_engine(), containerd_store=True)
+    try:
+        result = DockerBuilder(daemon, buildkit=True).build(_context(tmp_path / "n", setup, "bind-mount"), "t26-zstd")
+    finally:
+        daemon.stop()
+        shutil.rmtree(short, ignore_errors=True)
+    assert result.returncode == 0 and "imports ok" in result.stderr, result.stderr[-3000:]

@@ -114,6 +114,13 @@ def test_docker_builds_from_the_stacked_image(buildkit, stacked, build_setup, do
     assert result.returncode == 0 and "imports ok" in output, output[-3000:]
 
 
+def test_docker_26_with_containerds_image_store_builds_from_the_stacked_image(stacked, build_setup,
+                                                                             dockerd_containerd, tmp_path):
+    context = _context(tmp_path, build_setup, _stacked_dockerfile(stacked["ref"]))
+    result = DockerBuilder(dockerd_containerd, buildkit=True).build(context, "stacked-26")
+    assert result.returncode == 0 and "imports ok" in result.stderr, result.stderr[-3000:]
+
+
 def test_check_catches_a_symlinked_venv_copied_out_of_its_stage(stacked, build_setup, tmp_path):
     body = (f"FROM {stacked['ref']} AS build\n"
             "WORKDIR /app\n"

@@ -8,6 +8,7 @@ of FROM / --from images happens outside the build container, as in any CI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -40,20 +41,39 @@ class Dockerd:
     `root` must be short: containerd's socket lives under it, and unix socket paths stop at 108 bytes.
     """
 
-    def __init__(self, root: Path) -> None:
-        binary = shutil.which("dockerd")
-        assert binary, "dockerd is not installed: run scripts/bootstrap.sh --test (Debian's docker.io)"
+    def __init__(self, root: Path, engine: Path | None = None, containerd_store: bool = False) -> None:
+        """`engine`: an unpacked Docker (usr/sbin/dockerd, usr/bin/docker, containerd, the buildx plugin),
+        as scripts/docker-engine.sh leaves it; the system's Docker without it. `containerd_store`: images
+        in containerd's store and snapshotter instead of the overlay2 graph driver (dockerd >= 24)."""
+        if engine is None:
+            binary = shutil.which("dockerd")
+            assert binary, "dockerd is not installed: run scripts/bootstrap.sh --test (Debian's docker.io)"
+            self._cli = "/usr/bin/docker"
+            self._path = os.environ.get("PATH", "")
+        else:
+            binary = str(engine / "usr" / "sbin" / "dockerd")
+            assert os.access(binary, os.X_OK), f"{binary}: no such engine (scripts/docker-engine.sh installs it)"
+            self._cli = str(engine / "usr" / "bin" / "docker")
+            # its containerd and docker-proxy before the system's
+            self._path = f"{engine / 'usr' / 'bin'}:{engine / 'usr' / 'sbin'}:{os.environ.get('PATH', '')}"
+            plugins = root / "client-config" / "cli-plugins"
+            plugins.mkdir(parents=True, exist_ok=True)
+            for plugin in (engine / "usr" / "libexec" / "docker" / "cli-plugins").glob("docker-*"):
+                (plugins / plugin.name).symlink_to(plugin)
         self.root = root
         self.socket = root / "docker.sock"
         root.mkdir(parents=True, exist_ok=True)
         if len(str(root / "exec" / "containerd" / "containerd.sock")) > 100:
             raise ValueError(f"{root}: too long a path for dockerd's sockets")
+        config = root / "daemon.json"
+        config.write_text(json.dumps({"features": {"containerd-snapshotter": True}} if containerd_store
+                                     else {"storage-driver": "overlay2"}))
         self._log = open(root / "dockerd.log", "wb")  # noqa: SIM115 (the daemon's log, closed in stop)
         self._proc = subprocess.Popen(
             [binary, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
              "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{self.socket}", "--iptables=false",
-             "--ip-forward=false", "--bridge=none", "--storage-driver", "overlay2"],
-            stdout=self._log, stderr=self._log, start_new_session=True)
+             "--ip-forward=false", "--bridge=none", "--config-file", str(config)],
+            stdout=self._log, stderr=self._log, start_new_session=True, env={**os.environ, "PATH": self._path})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -68,8 +88,9 @@ class Dockerd:
     def docker(self, *args: str, cwd: Path | None = None, buildkit: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}", "DOCKER_BUILDKIT": "1" if buildkit else "0",
                "DOCKER_CONFIG": str(self.root / "client-config")}
-        # Debian's 20.10 CLI: it drives BuildKit inside dockerd without a buildx plugin.
-        return subprocess.run(["/usr/bin/docker", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        # Debian's 20.10 CLI drives BuildKit inside dockerd without a buildx plugin; a newer engine's CLI
+        # goes through its buildx plugin (the "docker" driver: the same BuildKit inside dockerd).
+        return subprocess.run([self._cli, *args], cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=600)
 
     def stop(self) -> None:
