@@ -1,6 +1,7 @@
 """Credentials for the wheels ocicache downloads itself, found where uv finds them.
 
-uv authenticates to a named index (`[[tool.uv.index]]` in the project's pyproject.toml) from
+uv authenticates to a named index (`[[tool.uv.index]]` in the project's pyproject.toml, or
+`[[index]]` in its uv.toml) from
 `UV_INDEX_<NAME>_USERNAME` / `UV_INDEX_<NAME>_PASSWORD`, and to any host from a netrc file (`NETRC`,
 else `~/.netrc`); credentials apply to their realm (scheme, host and port), so files served from the
 index's own host get them and files elsewhere do not. ocicache reads the same two sources (not uv's
@@ -15,11 +16,12 @@ from __future__ import annotations
 import netrc
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from .project_settings import uv_settings
 
 __all__ = ["IndexCredentials", "find_index_credentials"]
 
@@ -64,11 +66,7 @@ def find_index_credentials(project_dir: Path, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     by_realm: dict[Realm, tuple[str, str]] = {}
     named: list[str] = []
-    try:
-        config = tomllib.loads((project_dir / "pyproject.toml").read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        config = {}
-    indexes = config.get("tool", {}).get("uv", {}).get("index", [])
+    indexes = uv_settings(project_dir).get("index", [])
     for index in indexes if isinstance(indexes, list) else []:
         name, url = (index.get("name"), index.get("url")) if isinstance(index, dict) else (None, None)
         if not isinstance(name, str) or not isinstance(url, str) or (realm := realm_of(url)) is None:

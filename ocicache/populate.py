@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import PopulateError, UsageError
 from .lock import Lock
+from .project_settings import BuildSettings, read_build_settings
 from .selection import Selection, select_packages
 from .target import Target
 from .uvcache import CacheFamily, family_for_uv
@@ -162,7 +163,7 @@ def select_for_target(lock: Lock, narrowing: Narrowing, target: Target) -> Selec
     """What `uv sync` on `target` installs from `lock` (check and verify compare an image with it)."""
     with tempfile.TemporaryDirectory(prefix="ocicache-export-") as scratch:
         return select_packages(export_pylock(find_uv(None), lock.path, narrowing, Path(scratch) / "cache"), lock,
-                               target)
+                               target, read_build_settings(lock.path.parent))
 
 
 def filter_pylock(pylock_text: str, keep: set[str]) -> str:
@@ -185,16 +186,19 @@ def filter_pylock(pylock_text: str, keep: set[str]) -> str:
 
 
 def populate_cache(uv: UvTool, pylock: Path, target: Target, cache_dir: Path, work_dir: Path,
-                   while_running: Callable[[], None] | None = None, indexes: tuple[str, ...] = ()) -> None:
+                   while_running: Callable[[], None] | None = None, indexes: tuple[str, ...] = (),
+                   settings: BuildSettings | None = None) -> None:
     """Fill `cache_dir` with every package of `pylock` for `target` (downloads and builds);
     `while_running` is called every fraction of a second meanwhile (to pack what is already cached).
     `indexes`: `name=url` of the project's named indexes with credentials in the environment, so uv
-    authenticates their downloads (index_credentials.py)."""
+    authenticates their downloads (index_credentials.py). `settings`: the project's no-binary
+    packages, built from their sdists as `uv sync` would (project_settings.py)."""
     install_dir = work_dir / "site-packages"
     args = [str(uv.path), "pip", "install", "--no-deps", "--target", str(install_dir),
             "--python", sys.executable, "--python-version", target.python_full,
             "--python-platform", target.python_platform, "--cache-dir", str(cache_dir),
-            "--link-mode", "hardlink", "--quiet", *(a for i in indexes for a in ("--index", i)), "-r", str(pylock)]
+            "--link-mode", "hardlink", "--quiet", *(a for i in indexes for a in ("--index", i)),
+            *(settings.pip_args() if settings else ()), "-r", str(pylock)]
     what = "uv pip install (filling the cache)"
     if while_running is None:
         _run(args, cwd=work_dir, what=what, env=_Env().build())

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,7 @@ from .plan import (
 )
 from .populate import Narrowing, UvTool, export_pylock, filter_pylock, find_uv, populate_cache
 from .progress import Progress
+from .project_settings import BuildSettings, read_build_settings
 from .refs import LayoutRef, RegistryRef, docker_reference, parse_ref
 from .reuse import KnownLayers, KnownPackage, extract_known_packages
 from .selection import Selected, select_packages, without_credentials
@@ -165,6 +166,7 @@ class _Builder:
     jobs: int = DEFAULT_JOBS  # layers packed at once
     compilers: dict[str, Compiler] = field(default_factory=dict)  # --compile-bytecode: by Python minor
     credentials: IndexCredentials | None = None  # what uv would authenticate its downloads with
+    settings: BuildSettings = field(default_factory=BuildSettings)  # the project's no-binary packages
     populated: int = 0  # filled by uv
     unpacked: int = 0  # downloaded and unpacked by ocicache
     extracted: int = 0
@@ -254,7 +256,7 @@ class _Builder:
         cache = self.scratch / "cache"
         populate_cache(self.uv, run_dir / "pylock.toml", target, cache, run_dir,
                        None if while_running is None else lambda: while_running(cache),
-                       self.credentials.named if self.credentials else ())
+                       self.credentials.named if self.credentials else (), self.settings)
         self.populated += len(keyed)
         self.progress.step("normalising cache entries")
         trees = normalise_cache(cache, self.uv.family, self.formats, keyed)
@@ -513,7 +515,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
         builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs, compilers,
-                           find_index_credentials(lock.path.parent))
+                           find_index_credentials(lock.path.parent), read_build_settings(lock.path.parent))
         cleanup.callback(builder.close)
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
@@ -577,7 +579,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     formats = builder.formats
     space = f"{formats.id}@{root}" if root else formats.id  # layer keys: stacked layers never mix with others
     progress.step(f"target {target.describe()}; for uv {formats.releases}")
-    selection = select_packages(builder.pylock_text, lock, target)
+    selection = select_packages(builder.pylock_text, lock, target, builder.settings)
     for note in selection.skipped:
         progress.step(f"left out {note}")
     compiler = builder.compilers.get(target.python_minor)
@@ -721,11 +723,14 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str,
 
 def _packed(future: Future[PackedLayer], group: LayerGroup) -> PackedLayer:
     """The packed layer, or one clear error naming the packages (a file gone, a corrupt wheel)."""
+    names = ", ".join(t.name for t in group.trees)
     try:
         return future.result()
     except OSError as exc:
-        names = ", ".join(t.name for t in group.trees)
         raise PopulateError(f"cannot pack the layer of {names}: {exc}") from None
+    except BrokenExecutor:  # a packer process died (killed, out of memory)
+        raise PopulateError(f"a packing process died while packing the layer of {names} (killed, or out of "
+                            "memory?); no tag was written: run the push again") from None
 
 
 _PARALLEL_PACK_BYTES = 64 << 20  # below this, one in-process packer beats starting workers

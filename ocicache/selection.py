@@ -22,6 +22,7 @@ from packaging.pylock import (
 
 from .errors import SelectionError
 from .lock import Lock, LockedPackage
+from .project_settings import BuildSettings
 from .target import Target
 
 __all__ = ["Selected", "Selection", "select_packages", "without_credentials"]
@@ -64,10 +65,15 @@ class Selection:
     skipped: tuple[str, ...]  # "name: reason", for path/editable/directory sources
 
 
-def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
-    """Select (package, artifact) for `target`, sorted by name; raise SelectionError if impossible."""
+def select_packages(pylock_text: str, lock: Lock, target: Target,
+                    settings: BuildSettings | None = None) -> Selection:
+    """Select (package, artifact) for `target`, sorted by name; raise SelectionError if impossible.
+    `settings`: the project's no-binary settings, under which uv builds a package from its sdist."""
     try:
-        pylock = Pylock.from_dict(tomllib.loads(pylock_text))
+        data = tomllib.loads(pylock_text)
+        if settings:
+            _drop_wheels(data, settings, lock)
+        pylock = Pylock.from_dict(data)
     except (tomllib.TOMLDecodeError, PylockValidationError) as exc:
         raise SelectionError(f"uv export produced a lock packaging cannot read: {exc}") from None
     selected: list[Selected] = []
@@ -99,6 +105,19 @@ def select_packages(pylock_text: str, lock: Lock, target: Target) -> Selection:
             skipped.append(f"{pkg.name}: {pkg.source.kind} source (uv rebuilds it from the project in the container)")
     selected.sort(key=lambda s: (s.name, s.version))
     return Selection(selected=tuple(selected), skipped=tuple(sorted(skipped)))
+
+
+def _drop_wheels(data: dict, settings: BuildSettings, lock: Lock) -> None:
+    """What uv does with no-binary: the package's wheels are not candidates, its sdist is."""
+    packages = data.get("packages")
+    for package in packages if isinstance(packages, list) else []:
+        name = package.get("name") if isinstance(package, dict) else None
+        if not isinstance(name, str) or not settings.builds_from_sdist(name) or "wheels" not in package:
+            continue
+        if "sdist" not in package:
+            raise SelectionError(f"{name}: the project's uv settings (no-binary) build it from source, but "
+                                 f"{lock.path} has no sdist for it (uv sync fails on it too)")
+        del package["wheels"]
 
 
 def without_credentials(url: str) -> str:

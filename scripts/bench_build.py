@@ -132,11 +132,16 @@ class DockerRunner:
         self.root = root
         self.daemon = Dockerd(root, engine, containerd_store)
         self.log: Path | None = None
+        self.builds = 0
 
     def build(self, context: Path, network: str) -> float:
         start = time.perf_counter()
-        proc = self.daemon.docker("build", "--progress", "plain", "--network", network, "-t", "bench", "-f",
-                                  "Dockerfile", "src", cwd=context)
+        # A tag per build, as a runner building two services has: with containerd's image store, a
+        # second build under the first one's tag failed once while unpacking its result (dockerd 26.1,
+        # the guide's (f): "parent snapshot ... does not exist").
+        self.builds += 1
+        proc = self.daemon.docker("build", "--progress", "plain", "--network", network, "-t", f"bench-{self.builds}",
+                                  "-f", "Dockerfile", "src", cwd=context)
         elapsed = time.perf_counter() - start
         if self.log is not None:  # BuildKit's step timings (--progress plain), for the breakdown
             self.log.parent.mkdir(parents=True, exist_ok=True)

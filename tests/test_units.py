@@ -535,3 +535,37 @@ def test_own_tar_headers_match_tarfile_on_a_real_cache(make_project, tmp_path):
     write_tar(entries, ours)
     _tarfile_reference(entries, theirs)
     assert ours.getvalue() == theirs.getvalue()
+
+
+def test_a_packer_process_that_dies_is_one_clear_error():
+    """A packing process killed mid-layer (the OOM killer, kill -9) surfaced as a BrokenProcessPool
+    traceback; now it is one error naming the layer's packages (a real process, really killed)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from types import SimpleNamespace
+
+    from ocicache.errors import PopulateError
+    from ocicache.push import _packed
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(os._exit, 9)
+        group = SimpleNamespace(trees=[SimpleNamespace(name="numpy"), SimpleNamespace(name="pandas")])
+        with pytest.raises(PopulateError, match=r"packing process died .* numpy, pandas .*run the push again"):
+            _packed(future, group)  # type: ignore[arg-type]
+
+
+def test_project_settings_are_read_where_uv_reads_them(tmp_path):
+    from ocicache.project_settings import read_build_settings
+
+    (tmp_path / "pyproject.toml").write_text('[tool.uv]\nno-binary-package = ["Foo_Bar", 3]\n')
+    settings = read_build_settings(tmp_path)
+    assert settings.builds_from_sdist("foo-bar") and not settings.builds_from_sdist("baz")
+    assert settings.pip_args() == ["--no-binary", "foo-bar"]
+    # uv.toml wins over [tool.uv] (uv ignores the latter then)
+    (tmp_path / "uv.toml").write_text("no-binary = true\n")
+    settings = read_build_settings(tmp_path)
+    assert settings.builds_from_sdist("baz") and settings.pip_args() == ["--no-binary", ":all:"]
+    (tmp_path / "uv.toml").write_text("no-binary = [\n")  # unreadable: nothing (uv reports it when it runs)
+    assert not read_build_settings(tmp_path)
+    assert not read_build_settings(tmp_path / "missing")

@@ -1,0 +1,55 @@
+"""The project's `no-binary-package` / `no-binary` (uv.toml or `[tool.uv]`): `uv sync` builds those
+packages from their sdists even where the lock has a wheel, so the image must hold the build.
+
+Before: the push packed the index's wheel, `check` predicted every hit, and the consumer's
+`uv sync --frozen --offline` failed on the package (it looks for the sdist's build).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import ocicache, offline_sync
+
+WHEEL_ONLY_MARK = b"ORIGIN = 'the index wheel'\n"
+
+
+def _project(index, make_project, path: Path, setting: str, where: str = "pyproject") -> Path:
+    index.add_wheel("nobin", "1.0", files={"nobin/__init__.py": WHEEL_ONLY_MARK})
+    index.add_sdist("nobin", "1.0")  # its module says VERSION = '1.0', not ORIGIN
+    lock = make_project(path, ["nobin", "small-a"])
+    if where == "pyproject":
+        pyproject = lock.parent / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace("package = false", f"package = false\n{setting}"))
+    else:  # uv.toml: uv reads it instead of [tool.uv], so it carries the index too
+        (lock.parent / "uv.toml").write_text(f'{setting}\n[[index]]\nname = "local"\nurl = "{index.url}"\n'
+                                             "default = true\n")
+    return lock
+
+
+def _installed_module(consumer: Path) -> bytes:
+    return (consumer / ".venv" / "lib" / "python3.11" / "site-packages" / "nobin" / "__init__.py").read_bytes()
+
+
+def test_a_no_binary_package_is_built_from_its_sdist_as_uv_sync_does(index, make_project, tmp_path):
+    lock = _project(index, make_project, tmp_path / "p", 'no-binary-package = ["nobin"]')
+    ref = f"oci:{tmp_path / 'layout'}:t"
+    pushed = ocicache("push", lock, ref, "--python", "3.11", "--json").json()
+    kinds = {p: row["key"] for row in pushed["layers"] for p in row["packages"]}
+    assert "nobin" in kinds and "small-a" in kinds
+    check = ocicache("check", ref, lock, "--json").json()
+    assert check["ok"], check
+    ocicache("pull", ref, tmp_path / "cache")
+    result = offline_sync(lock, tmp_path / "cache", tmp_path / "consumer")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _installed_module(tmp_path / "consumer") == b"VERSION = '1.0'\n"  # the sdist's build, not the wheel
+
+
+def test_no_binary_for_everything_in_uv_toml(index, make_project, tmp_path):
+    """uv.toml beside pyproject.toml is what uv reads; `no-binary = true` covers every package (and
+    small-a, wheel-only in the lock, cannot be built: one clear error, as uv sync would fail)."""
+    lock = _project(index, make_project, tmp_path / "p", "no-binary = true", where="uv.toml")
+    run = ocicache("push", lock, f"oci:{tmp_path / 'layout'}:t", "--python", "3.11", check=False)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "small-a" in run.stderr and "no sdist" in run.stderr, run.stderr
+    assert not (tmp_path / "layout" / "index.json").exists()
