@@ -17,6 +17,7 @@ from .endpoints import Endpoints
 from .image import layer_packages, open_image
 from .lock import read_lock
 from .populate import Narrowing, select_for_target
+from .project_settings import BuildSettings
 from .target import make_target
 from .uvcache import families_of, family_for_uv
 
@@ -42,15 +43,17 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
                 python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
                 options: RegistryOptions | None = None, build_problems: list[str] | None = None,
                 build_cache_dir: str | None = None, require_key: Path | None = None,
-                build_bytecode: tuple[bool, str | None] | None = None) -> CheckResult:
+                build_bytecode: tuple[bool, str | None] | None = None,
+                build_no_binary: BuildSettings | None = None) -> CheckResult:
     """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
     Dockerfile does wrong with the cache (consumer.py), reported with the rest; `build_bytecode`:
-    whether the build compiles bytecode, and its link mode (advice on --compile-bytecode)."""
+    whether the build compiles bytecode, and its link mode (advice on --compile-bytecode);
+    `build_no_binary`: the packages the build's uv step builds from sdists (--no-binary-package)."""
     lock = read_lock(lock_path)
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
     wanted = family_for_uv(uv_version) if uv_version is not None else None  # refused before any work
-    selection = select_for_target(lock, narrowing, target)
+    selection = select_for_target(lock, narrowing, target, build_no_binary)
     with Endpoints(options or RegistryOptions()) as endpoints:
         source, tag, ref = endpoints.source(image)
         image = open_image(source, tag, str(ref), target.oci_platform)

@@ -344,6 +344,7 @@ def _narrowing(args: argparse.Namespace) -> Narrowing:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from .project_settings import BuildSettings
     from .push import PushOptions, push
 
     if args.buckets < 1:
@@ -374,7 +375,8 @@ def _push(args: argparse.Namespace) -> int:
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
                        consumer_cache_dir=cache_dir, base=args.base, unpack_wheels=not args.uv_unpacks_all,
                        compile_bytecode=compile_bytecode, bytecode_required=bytecode_required,
-                       bytecode_python=args.bytecode_python)
+                       bytecode_python=args.bytecode_python,
+                       build_no_binary=consumers[0].no_binary if consumers else BuildSettings())
     key = None
     if args.sign_key is not None:
         from .verify import load_signing_key
@@ -515,7 +517,8 @@ def _check(args: argparse.Namespace) -> int:
         uv_version=args.uv_version or (consumer.uv_version if consumer else None),
         build_problems=consumer.problems(args.reference) if consumer else [],
         build_cache_dir=consumer.cache_dir if consumer else None, require_key=_required_key(args),
-        build_bytecode=(consumer.compile_bytecode, consumer.link_mode) if consumer else None)
+        build_bytecode=(consumer.compile_bytecode, consumer.link_mode) if consumer else None,
+        build_no_binary=consumer.no_binary if consumer else None)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:

@@ -20,6 +20,7 @@ from .dest.options import RegistryOptions
 from .dockerfile import CacheUse, UvStep, find_uv_step, parse_dockerfile
 from .endpoints import Endpoints
 from .errors import DockerfileError, OcicacheError
+from .project_settings import BuildSettings
 from .refs import docker_reference
 from .target import MANYLINUX_MINORS
 from .uvcache import family_for_uv
@@ -45,6 +46,7 @@ class Consumer:
     link_mode: str | None = None
     copied_from: tuple[int, ...] = ()
     compile_bytecode: bool = False  # the uv step compiles bytecode (UV_COMPILE_BYTECODE=1, --compile-bytecode)
+    no_binary: BuildSettings = field(default_factory=BuildSettings)  # packages the step builds from sdists
 
     def describe(self) -> str:
         target = ", ".join(x for x in (self.platform, f"CPython {self.python}" if self.python else None,
@@ -114,7 +116,8 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
     return Consumer(dockerfile=df.path, step_line=step.line, base_image=step.base_image, platform=platform,
                     python=python, python_platform=python_platform, uv_version=uv_version, user=user,
                     cache_dir=cache_dir, cache_uses=step.cache_uses, notes=tuple(notes),
-                    link_mode=step.link_mode, copied_from=step.copied_from, compile_bytecode=step.compile_bytecode)
+                    link_mode=step.link_mode, copied_from=step.copied_from, compile_bytecode=step.compile_bytecode,
+                    no_binary=step.no_binary)
 
 
 def _read_base(step: UvStep, where: str, options: RegistryOptions, platform: str | None) -> BaseFacts:

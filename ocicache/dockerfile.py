@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DockerfileError
+from .project_settings import BuildSettings, build_settings_of_step
 
 __all__ = ["CacheUse", "Dockerfile", "Instruction", "Stage", "UvStep", "find_uv_step", "parse_dockerfile"]
 
@@ -90,6 +91,7 @@ class UvStep:
     link_mode: str | None = None  # --link-mode / UV_LINK_MODE of the step
     compile_bytecode: bool = False  # --compile-bytecode / UV_COMPILE_BYTECODE of the step
     copied_from: tuple[int, ...] = ()  # lines of later `COPY --from=<this stage>`: what leaves the stage
+    no_binary: BuildSettings = field(default_factory=BuildSettings)  # --no-binary* / UV_NO_BINARY* of the step
 
 
 _UV_INSTALL_RE = re.compile(r"(?:^|[\s;&|(`])(?:[\w./-]*/)?uv\s+(?:-\S+\s+)*(sync|pip\s+install)\b")
@@ -393,6 +395,8 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
     # The uv invocation: inline assignments before it, its own flags.
     head = command.split("&&")[0].split(";")[0].split("||")[0]
     tokens = _split(head)
+    found = _UV_INSTALL_RE.search(head)
+    subcommand = "sync" if found is None or found.group(1) == "sync" else "pip install"
     env = {k: v for k, v in env_at_run.items() if v is not None}
     env.update(re.findall(r"(?:^|\s)(\w+)=(\S+)\s+(?=(?:\S*/)?uv\s)", _expand(run.args, env_at_run)))
     cache_dir_flag = _flag_value(tokens, ("--cache-dir",))
@@ -415,7 +419,7 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
                   link_mode=_flag_value(tokens, ("--link-mode",)) or env.get("UV_LINK_MODE"),
                   compile_bytecode=bool({"--compile-bytecode", "--compile"} & set(tokens))
                   or env.get("UV_COMPILE_BYTECODE", "").lower() in ("1", "y", "yes", "t", "true", "on"),
-                  copied_from=copied_from)
+                  copied_from=copied_from, no_binary=build_settings_of_step(subcommand, tokens, env))
 
 
 def _flag_value(tokens: list[str], names: tuple[str, ...]) -> str | None:

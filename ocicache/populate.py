@@ -159,11 +159,14 @@ def export_pylock(uv: UvTool, lock_path: Path, narrowing: Narrowing, cache_dir: 
     return _run(args, cwd=project, what="uv export", env=_Env().build())
 
 
-def select_for_target(lock: Lock, narrowing: Narrowing, target: Target) -> Selection:
-    """What `uv sync` on `target` installs from `lock` (check and verify compare an image with it)."""
+def select_for_target(lock: Lock, narrowing: Narrowing, target: Target,
+                      build: BuildSettings | None = None) -> Selection:
+    """What `uv sync` on `target` installs from `lock` (check and verify compare an image with it);
+    `build`: the no-binary settings of the build's own uv step, beside the project's."""
+    settings = read_build_settings(lock.path.parent).merged(build or BuildSettings())
     with tempfile.TemporaryDirectory(prefix="ocicache-export-") as scratch:
         return select_packages(export_pylock(find_uv(None), lock.path, narrowing, Path(scratch) / "cache"), lock,
-                               target, read_build_settings(lock.path.parent))
+                               target, settings)
 
 
 def filter_pylock(pylock_text: str, keep: set[str]) -> str:

@@ -5,7 +5,8 @@ ignores `[tool.uv]`), else from `[tool.uv]`. Two of them change what `uv sync` i
 same lock: `no-binary = true` and `no-binary-package = [...]` make uv build those packages from
 their sdists even where the lock has a wheel for the target, so the cache image must hold the
 built wheel, not the index's. (`no-build` only forbids sdists: where the lock has a wheel, the
-wheel is what both install.) The environment's `UV_NO_BINARY*` of the build is not visible here.
+wheel is what both install.) A Dockerfile's uv step can set them too (`--no-binary-package`,
+`UV_NO_BINARY_PACKAGE`): `build_settings_of_step` reads those, for `--dockerfile`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["BuildSettings", "read_build_settings", "uv_settings"]
+__all__ = ["BuildSettings", "build_settings_of_step", "read_build_settings", "uv_settings"]
 
 
 def uv_settings(project_dir: Path) -> dict[str, Any]:
@@ -58,6 +59,37 @@ class BuildSettings:
 
     def __bool__(self) -> bool:
         return self.no_binary or bool(self.no_binary_packages)
+
+    def merged(self, other: BuildSettings) -> BuildSettings:
+        """Both sets of settings at once (the project's and the build's: uv applies both)."""
+        return BuildSettings(no_binary=self.no_binary or other.no_binary,
+                             no_binary_packages=self.no_binary_packages | other.no_binary_packages)
+
+    def describe(self) -> str:
+        return "every package" if self.no_binary else ", ".join(sorted(self.no_binary_packages))
+
+
+_TRUE = ("1", "y", "yes", "t", "true", "on")
+
+
+def build_settings_of_step(command: str, tokens: list[str], env: dict[str, str]) -> BuildSettings:
+    """The no-binary settings of a Dockerfile's uv step: `uv sync --no-binary` (every package) and
+    `--no-binary-package NAME`, `uv pip install --no-binary NAME|:all:`, and the environment's
+    `UV_NO_BINARY` / `UV_NO_BINARY_PACKAGE` (space-separated names)."""
+    everything = env.get("UV_NO_BINARY", "").lower() in _TRUE
+    names = set(env.get("UV_NO_BINARY_PACKAGE", "").split())
+    for i, token in enumerate(tokens):
+        value = tokens[i + 1] if i + 1 < len(tokens) else None
+        name, _, inline = token.partition("=")
+        value = inline or value
+        if command == "sync" and token == "--no-binary":
+            everything = True
+        elif command == "sync" and name == "--no-binary-package" and value:
+            names.add(value)
+        elif command != "sync" and name == "--no-binary" and value:
+            everything = everything or value == ":all:"
+            names.update(n for n in value.split(",") if n and n != ":all:")
+    return BuildSettings(no_binary=everything, no_binary_packages=frozenset(canonicalize_name(n) for n in names))
 
 
 def read_build_settings(project_dir: Path) -> BuildSettings:

@@ -96,6 +96,7 @@ class PushOptions:
     compile_bytecode: bool = False  # the unpacked wheels' pycs in the layers (bytecode.py)
     bytecode_required: bool = True  # False (inferred from --dockerfile): no compiler here means no pycs, a note
     bytecode_python: str | None = None  # the interpreter that compiles them (default: found for the target)
+    build_no_binary: BuildSettings = field(default_factory=BuildSettings)  # the Dockerfile's (--dockerfile)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -515,8 +516,11 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
         (scratch / "blobs").mkdir()
         pylock_text = export_pylock(uv, lock.path, opts.narrowing, scratch / "cache")
         builder = _Builder(uv, formats, pylock_text, scratch, progress, opts.unpack_wheels, opts.jobs, compilers,
-                           find_index_credentials(lock.path.parent), read_build_settings(lock.path.parent))
+                           find_index_credentials(lock.path.parent),
+                           read_build_settings(lock.path.parent).merged(opts.build_no_binary))
         cleanup.callback(builder.close)
+        if builder.settings:
+            progress.step(f"built from their sdists, as uv sync builds them (no-binary): {builder.settings.describe()}")
         known = _known_layers(dest, opts.cache_from, endpoints, progress)
         state = _SharedState()
         root = stack_root(opts.consumer_cache_dir) if opts.base else ""

@@ -53,3 +53,39 @@ def test_no_binary_for_everything_in_uv_toml(index, make_project, tmp_path):
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "small-a" in run.stderr and "no sdist" in run.stderr, run.stderr
     assert not (tmp_path / "layout" / "index.json").exists()
+
+
+def test_the_dockerfiles_no_binary_settings_count_with_dockerfile(index, make_project, tmp_path):
+    """`ENV UV_NO_BINARY_PACKAGE` in the build (no setting in the project): `push --dockerfile`
+    builds the package from its sdist, and `check --dockerfile` predicts that build's hits (a
+    check without the Dockerfile expects the index wheel, which the image does not hold)."""
+    lock = _project(index, make_project, tmp_path / "p", "")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM 127.0.0.1:9/base/python:3.11\nUSER root\nENV UV_NO_BINARY_PACKAGE=nobin\n"
+                          "RUN --mount=type=bind,from=cache,target=/root/.cache/uv,rw uv sync --frozen --offline\n")
+    target = ("--platform", "linux/amd64", "--python", "3.11", "--python-platform", "x86_64-manylinux_2_36")
+    ref = f"oci:{tmp_path / 'layout'}:t"
+    ocicache("push", lock, ref, "--dockerfile", dockerfile, *target)
+    # (the layout cannot be named in a Dockerfile: check reports that the build mounts another image)
+    checked = ocicache("check", ref, lock, "--dockerfile", dockerfile, *target, "--json", check=False).json()
+    assert checked["missing"] == [] and checked["found"] == checked["needed"] == 2, checked
+    plain = ocicache("check", ref, lock, *target, "--json", check=False)
+    assert plain.returncode == 1 and [m.split()[0] for m in plain.json()["missing"]] == ["nobin"], plain.stdout
+    ocicache("pull", ref, tmp_path / "cache")
+    result = offline_sync(lock, tmp_path / "cache", tmp_path / "consumer", "--no-binary-package", "nobin")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _installed_module(tmp_path / "consumer") == b"VERSION = '1.0'\n"
+
+
+def test_no_binary_settings_of_a_uv_step():
+    from ocicache.project_settings import build_settings_of_step
+
+    sync = build_settings_of_step("sync", ["uv", "sync", "--no-binary-package", "Foo", "--no-binary-package=bar"],
+                                  {"UV_NO_BINARY_PACKAGE": "baz qux"})
+    assert sync.no_binary_packages == {"foo", "bar", "baz", "qux"} and not sync.no_binary
+    assert build_settings_of_step("sync", ["uv", "sync", "--no-binary"], {}).no_binary
+    assert build_settings_of_step("sync", ["uv", "sync"], {"UV_NO_BINARY": "1"}).no_binary
+    pip = build_settings_of_step("pip install", ["uv", "pip", "install", "--no-binary", "a,b", "-r", "x"], {})
+    assert pip.no_binary_packages == {"a", "b"} and not pip.no_binary
+    assert build_settings_of_step("pip install", ["uv", "pip", "install", "--no-binary", ":all:"], {}).no_binary
+    assert not build_settings_of_step("sync", ["uv", "sync", "--frozen"], {})
