@@ -86,7 +86,8 @@ class UploadClaims:
     until the monotonic deadline), and the claim manifests we hold (released after the write)."""
 
     theirs: dict[Digest, float] = field(default_factory=dict)
-    held: list[Digest] = field(default_factory=list)
+    held: list[Digest] = field(default_factory=list)  # our claim manifests' digests
+    records: dict[Digest, tuple[Digest, Image]] = field(default_factory=dict)  # by held digest: (blob, record)
 
 
 @dataclass
@@ -222,13 +223,25 @@ class Pool:
         except RegistryError:
             claims.theirs.clear()  # claims are advice: a registry that will not keep them gets plain uploads
         claims.held = [record.manifest_descriptor.digest for record in ours.values()]
+        claims.records = {record.manifest_descriptor.digest: (blob, record) for blob, record in ours.items()}
         return claims
 
     def release(self, claims: UploadClaims) -> None:
-        """Delete the claims we hold (best effort: a registry without deletes keeps them until they expire)."""
+        """Delete the claims we hold (best effort: a registry without deletes keeps them until they expire).
+
+        distribution can fail a delete half way while other pushes change the pool's tags (measured:
+        500 "invalid checksum digest format" after the revision was gone, its tag left behind, the
+        retry 404): a claim of ours found gone is written again and deleted again, so that no tag
+        is left naming a deleted manifest (which no later push or gc could remove)."""
         def drop(digest: Digest) -> None:
             with contextlib.suppress(RegistryError):
-                self.registry.delete_manifest(digest)
+                if self.registry.delete_manifest(digest) or digest not in claims.records:
+                    return
+                blob, record = claims.records[digest]
+                for _ in range(2):
+                    self.registry.put_manifest(record.manifest_descriptor, record.manifest, tag=claim_tag(blob))
+                    if self.registry.delete_manifest(digest):
+                        return
 
         if claims.held:
             with ThreadPoolExecutor(max_workers=self.jobs) as executor:
