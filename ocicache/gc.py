@@ -190,8 +190,9 @@ def collect_garbage(pool_value: str, keep: list[str], *, min_age: float, dry_run
             referenced |= _referenced(endpoints.registry(ref), options.jobs * 2, result.notes)
         all_tags = pool.list_tags() or []
         pool_tags = [t for t in all_tags if t.startswith("k-")]
-        claims = Pool(pool, options.jobs * 2).expired_claims(all_tags)
-        result.expired_claims = len(claims)
+        claim_pool = Pool(pool, options.jobs * 2)
+        claims, dangling = claim_pool.expired_claims(all_tags)
+        result.expired_claims = len(claims) + len(dangling)
         entries = _entries(pool, pool_tags, options.jobs * 2)
         result.entries = len(entries)
         result.referenced_tags = sum(1 for t in pool_tags if t in referenced)
@@ -209,9 +210,10 @@ def collect_garbage(pool_value: str, keep: list[str], *, min_age: float, dry_run
                 new_state[str(entry.digest)] = since
         if dry_run:
             return result
-        if not result.deleted and not claims and new_state == state:
+        if not result.deleted and not claims and not dangling and new_state == state:
             return result
         try:
+            claims += claim_pool.revive_dangling(dangling)
             for digest in [*claims, *(entry.digest for entry in result.deleted)]:
                 pool.delete_manifest(digest)
         except RegistryError as exc:

@@ -163,14 +163,26 @@ class Pool:
         found = self.registry.get_manifest(claim_tag(digest))
         return None if found is None else claim_time_left(found[1])
 
-    def expired_claims(self, tags: Iterable[str]) -> list[Digest]:
-        """The claim manifests among `tags` whose lease ran out (left by pushes that died; for gc)."""
-        def expired(tag: str) -> Digest | None:
+    def expired_claims(self, tags: Iterable[str]) -> tuple[list[Digest], list[str]]:
+        """The claim manifests among `tags` whose lease ran out (left by pushes that died; for gc),
+        and the claim tags naming no manifest (a delete distribution failed half way, see `release`)."""
+        def expired(tag: str) -> Digest | str | None:
             found = self.registry.get_manifest(tag)
-            return found[0].digest if found is not None and claim_time_left(found[1]) is None else None
+            if found is None:
+                return tag  # listed, yet naming nothing: dangling
+            return found[0].digest if claim_time_left(found[1]) is None else None
 
         with ThreadPoolExecutor(max_workers=self.jobs) as executor:
-            return [d for d in executor.map(expired, [t for t in tags if t.startswith(CLAIM_PREFIX)]) if d]
+            found = [x for x in executor.map(expired, [t for t in tags if t.startswith(CLAIM_PREFIX)]) if x]
+        return [x for x in found if isinstance(x, Digest)], [x for x in found if isinstance(x, str)]
+
+    def revive_dangling(self, tags: Iterable[str]) -> list[Digest]:
+        """Give each dangling claim tag an expired claim again: deleting that manifest removes the tag."""
+        tags = list(tags)
+        if tags:
+            self.ensure_claim_config()
+        return [self.put_claim(Digest.from_hex(t[len(CLAIM_PREFIX):]), lease=0, created=0.0,
+                               nonce="gc").manifest_descriptor.digest for t in tags]
 
     def ensure_claim_config(self) -> None:
         """The config blob every claim names (once per push that claims)."""

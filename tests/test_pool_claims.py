@@ -20,7 +20,7 @@ from ocicache.pool import (
     claim_tag,
 )
 from ocicache.refs import parse_ref
-from tests.conftest import push_to
+from tests.conftest import ocicache, push_to
 from tests.support.registry import PASSWORD, USER
 
 
@@ -136,6 +136,19 @@ def test_a_claim_whose_delete_half_failed_is_not_left_dangling(registry, tmp_pat
         assert pool.registry.get_manifest(claim_tag(desc.digest)) is None  # dangling
         pool.release(claims)
         assert claim_tag(desc.digest) not in (httpx.get(tags_url).json().get("tags") or [])
+        # one left dangling by an earlier ocicache (no release retried it): gc removes it
+        other, _ = _blob(tmp_path, "other", 1024)
+        (held,) = pool.claim_uploads([other]).held
+        (revision.parent.parent / held.hex / "link").unlink()
+        keep = _pool(endpoints, registry.host, "shared/app")  # a repository with a tag, for --keep-referenced-by
+        keep.ensure_claim_config()
+        keep.put_claim(other.digest, lease=60, created=time.time(), nonce="keep")
+    args = ("gc", f"{registry.host}/shared/pool", "--keep-referenced-by", f"{registry.host}/shared/app",
+            "--min-age", "0s", "--json")
+    assert ocicache(*args, "--dry-run").json()["expired_claims"] == 1
+    assert claim_tag(other.digest) in httpx.get(tags_url).json()["tags"]
+    assert ocicache(*args).json()["expired_claims"] == 1
+    assert claim_tag(other.digest) not in (httpx.get(tags_url).json().get("tags") or [])
 
 
 @pytest.mark.parametrize("kind", ["plain", "htpasswd", "tls", "token"])
