@@ -300,7 +300,7 @@ def main() -> None:
     parser.add_argument("--builder", action="append", choices=BUILDERS,
                         help="docker: Debian 12's dockerd 20.10; docker26: Debian 13's dockerd 26.1 "
                              "(scripts/docker-engine.sh), docker26-containerd: the same with containerd's "
-                             "image store; default: buildah and docker")
+                             "image store; default: buildah, docker and docker26-containerd")
     parser.add_argument("--variant", action="append", choices=VARIANTS)
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")
     parser.add_argument("--rate-mbps", type=float, metavar="MB/S",
@@ -316,7 +316,7 @@ def main() -> None:
     results = []
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
-            for builder in args.builder or ["buildah", "docker"]:
+            for builder in args.builder or ["buildah", "docker", "docker26-containerd"]:
                 times, firsts = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work,
                                              locks, images, args.bytecode)
                 results.append({"scenario": scenario, "builder": builder,
