@@ -86,8 +86,12 @@ class UploadClaims:
     until the monotonic deadline), and the claim manifests we hold (released after the write)."""
 
     theirs: dict[Digest, float] = field(default_factory=dict)
-    held: list[Digest] = field(default_factory=list)  # our claim manifests' digests
-    records: dict[Digest, tuple[Digest, Image]] = field(default_factory=dict)  # by held digest: (blob, record)
+    records: dict[Digest, tuple[Digest, Image]] = field(default_factory=dict)  # ours: manifest digest -> (blob, record)
+
+    @property
+    def held(self) -> list[Digest]:
+        """The digests of the claim manifests we hold."""
+        return list(self.records)
 
 
 @dataclass
@@ -234,7 +238,6 @@ class Pool:
                     list(executor.map(confirm, [d for d in wanted if d.digest in ours]))
         except RegistryError:
             claims.theirs.clear()  # claims are advice: a registry that will not keep them gets plain uploads
-        claims.held = [record.manifest_descriptor.digest for record in ours.values()]
         claims.records = {record.manifest_descriptor.digest: (blob, record) for blob, record in ours.items()}
         return claims
 
@@ -247,7 +250,7 @@ class Pool:
         is left naming a deleted manifest (which no later push or gc could remove)."""
         def drop(digest: Digest) -> None:
             with contextlib.suppress(RegistryError):
-                if self.registry.delete_manifest(digest) or digest not in claims.records:
+                if self.registry.delete_manifest(digest):
                     return
                 blob, record = claims.records[digest]
                 for _ in range(2):

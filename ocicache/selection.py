@@ -68,7 +68,7 @@ class Selection:
 def select_packages(pylock_text: str, lock: Lock, target: Target,
                     settings: BuildSettings | None = None) -> Selection:
     """Select (package, artifact) for `target`, sorted by name; raise SelectionError if impossible.
-    `settings`: the project's no-binary settings, under which uv builds a package from its sdist."""
+    `settings`: the no-binary settings, under which uv builds a package from its sdist."""
     try:
         data = tomllib.loads(pylock_text)
         if settings:
@@ -115,8 +115,9 @@ def _drop_wheels(data: dict, settings: BuildSettings, lock: Lock) -> None:
         if not isinstance(name, str) or not settings.builds_from_sdist(name) or "wheels" not in package:
             continue
         if "sdist" not in package:
-            raise SelectionError(f"{name}: the project's uv settings (no-binary) build it from source, but "
-                                 f"{lock.path} has no sdist for it (uv sync fails on it too)")
+            raise SelectionError(f"{name}: no-binary (the project's uv settings or the Dockerfile's uv step) "
+                                 f"builds it from source, but {lock.path} has no sdist for it (uv sync fails "
+                                 "on it too)")
         del package["wheels"]
 
 

@@ -16,8 +16,9 @@ Scenarios:
   d  fresh runner, the monorepo's second service (most of its layers shared with the first's)
   e  the monorepo's job: the first service then the second on one fresh runner, the second timed
   f  as e, the two services being members of one uv workspace (one lock, one cache image)
-Builders: buildah (overlay storage, runc) and dockerd (BuildKit: Debian 12's 20.10, or `docker26`, Debian
-13's 26.1 unpacked by scripts/docker-engine.sh), a fresh store per run; the order
+Builders: buildah (overlay storage, runc) and dockerd's BuildKit: `docker`, Debian 12's 20.10 (overlay2);
+`docker26-containerd`, Debian 13's 26.1 (unpacked by scripts/docker-engine.sh) with containerd's image
+store; `docker26`, the same on overlay2 (not run by default). A fresh store per run; the order
 of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
 
 Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--builder buildah]
@@ -165,23 +166,21 @@ def _timed(cmd: list[str], **kwargs: object) -> float:
 
 
 BUILDERS = ["buildah", "docker", "docker26", "docker26-containerd"]
+DEFAULT_BUILDERS = ["buildah", "docker", "docker26-containerd"]
 RUN_STAMP = time.strftime("%Y%m%dT%H%M%S")  # each run's BuildKit logs in a directory of their own
 
 
 def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
     if builder == "buildah":
         return BuildahRunner(work)
-    engine = _docker_engine() if builder.startswith("docker26") else None
+    from tests.support.builders import unpacked_docker_engine
+
+    try:
+        engine = unpacked_docker_engine() if builder.startswith("docker26") else None
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")), engine,  # short socket paths
                         containerd_store=builder == "docker26-containerd")
-
-
-def _docker_engine() -> Path:
-    """Debian 13's Docker, unpacked beside the system's (fetched once, kept in .cache/)."""
-    proc = subprocess.run([str(REPO / "scripts" / "docker-engine.sh")], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"scripts/docker-engine.sh failed:\n{proc.stderr[-2000:]}")
-    return Path(proc.stdout.strip())
 
 
 def _context(work: Path, lock: Path, text: str) -> Path:
@@ -316,7 +315,7 @@ def main() -> None:
     results = []
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
-            for builder in args.builder or ["buildah", "docker", "docker26-containerd"]:
+            for builder in args.builder or DEFAULT_BUILDERS:
                 times, firsts = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work,
                                              locks, images, args.bytecode)
                 results.append({"scenario": scenario, "builder": builder,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.baseimage import build_base_image, build_uv_image
-from tests.support.builders import Dockerd
+from tests.support.builders import Dockerd, unpacked_docker_engine
 from tests.support.pkgindex import PackageIndex, corrupt_wheel_bytes, odd_wheel_bytes, source_tree
 from tests.support.registry import PASSWORD, RegistryServer
 
@@ -249,12 +249,12 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
 
 
 def docker_engine() -> Path:
-    """Debian 13's Docker (dockerd 26.1, containerd 1.7, buildx), unpacked by scripts/docker-engine.sh
-    (run by scripts/bootstrap.sh --test; run here too, so a missing engine is fetched, not skipped)."""
-    proc = subprocess.run([str(REPO / "scripts" / "docker-engine.sh")], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/docker-engine.sh failed: {proc.stderr[-2000:]}")
-    return Path(proc.stdout.strip())
+    """Debian 13's Docker (scripts/bootstrap.sh --test unpacks it; fetched here too if missing, never
+    skipped)."""
+    try:
+        return unpacked_docker_engine()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -35,8 +35,7 @@ def test_a_no_binary_package_is_built_from_its_sdist_as_uv_sync_does(index, make
     lock = _project(index, make_project, tmp_path / "p", 'no-binary-package = ["nobin"]')
     ref = f"oci:{tmp_path / 'layout'}:t"
     pushed = ocicache("push", lock, ref, "--python", "3.11", "--json").json()
-    kinds = {p: row["key"] for row in pushed["layers"] for p in row["packages"]}
-    assert "nobin" in kinds and "small-a" in kinds
+    assert {p for row in pushed["layers"] for p in row["packages"]} >= {"nobin", "small-a"}
     check = ocicache("check", ref, lock, "--json").json()
     assert check["ok"], check
     ocicache("pull", ref, tmp_path / "cache")

@@ -18,6 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def unpacked_docker_engine() -> Path:
+    """Debian 13's Docker (dockerd 26.1, containerd 1.7, buildx), unpacked into .cache/ by
+    scripts/docker-engine.sh (fetched on first use; a RuntimeError with its output if that fails)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "docker-engine.sh"
+    proc = subprocess.run([str(script)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/docker-engine.sh failed: {proc.stderr[-2000:]}")
+    return Path(proc.stdout.strip())
+
+
 @dataclass
 class Buildah:
     root: Path
