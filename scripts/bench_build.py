@@ -9,6 +9,8 @@ Variants (each a Dockerfile installing the project with `uv sync --frozen --no-i
   guide     uv's Docker guide: `RUN --mount=type=cache,target=/root/.cache/uv uv sync`, from the index
   bind      `RUN --mount=type=bind,from=<cache image>,target=/root/.cache/uv,rw uv sync --offline`
   stacked   `FROM <push --base image>` then `uv sync --offline --link-mode symlink`
+  stacked-zstd  the same, the image's layers zstd-compressed (`push --compression zstd`; not run by
+            default: Docker 20.10 cannot read zstd)
 Scenarios:
   a  fresh runner (empty builder store), the worker service
   b  fresh runner, a service whose dependencies have no wheel for the target: compiled from sdists
@@ -25,6 +27,8 @@ Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--bu
        [--variant guide --variant stacked] [--workdir DIR] [--rate-mbps 25] [--bytecode]
 With --rate-mbps, the index and the registry share one bandwidth limit (a CI runner's network).
 BuildKit's step timings of every timed build are kept in <workdir>/logs/<run>/.
+With --push, each timed build's image is pushed to the registry afterwards (a CI job's last step),
+timed apart and added: the build plus the push of the final image.
 With --bytecode, every variant compiles bytecode (`ENV UV_COMPILE_BYTECODE=1`, as the Dockerfiles of
 uv's Docker guide do) and the cache images carry it (`push --compile-bytecode`).
 """
@@ -75,7 +79,8 @@ WORKSPACE_ROOT = '[tool.uv.workspace]\nmembers = ["services/*"]\n'
 MEMBERS = {name: PROJECTS[name] for name in ("worker", "api")}
 SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None),
              "e": ("api", "worker"), "f": ("ws:api", "ws:worker")}
-VARIANTS = ("guide", "bind", "stacked")
+VARIANTS = ("guide", "bind", "stacked", "stacked-zstd")
+DEFAULT_VARIANTS = ["guide", "bind", "stacked"]
 
 
 def dockerfile(variant: str, images: dict[str, str], project: str, bytecode: bool = False) -> str:
@@ -94,7 +99,8 @@ def dockerfile(variant: str, images: dict[str, str], project: str, bytecode: boo
         return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {base}\nWORKDIR /app\n"
                 f"ENV UV_LINK_MODE=copy\n{env}COPY . /app/\n"
                 f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
-    return (f"FROM {images[project + ':stacked']}\nWORKDIR /app\n{env}COPY . /app/\n"
+    stacked = images[project + (":stacked-zstd" if variant == "stacked-zstd" else ":stacked")]
+    return (f"FROM {stacked}\nWORKDIR /app\n{env}COPY . /app/\n"
             f"RUN {install} --offline --link-mode symlink\n")
 
 
@@ -113,6 +119,12 @@ class BuildahRunner:
                "--storage-driver", self.driver, "bud", "--isolation", "oci", "--runtime", "runc",
                "--network", network, "--tls-verify=false", "--layers", "-t", "bench", "-f", "Dockerfile", "src"]
         return _timed(cmd, cwd=context, env=env)
+
+    def push(self, ref: str) -> float:
+        """Push the image just built, as a CI job ends; buildah knows which blobs it pulled from where."""
+        cmd = ["buildah", "--root", str(self.root / "store"), "--runroot", str(self.root / "run"),
+               "--storage-driver", self.driver, "push", "--tls-verify=false", "bench", f"docker://{ref}"]
+        return _timed(cmd, env={**os.environ, "TMPDIR": str(self.root / "tmp")})
 
     def close(self) -> None:
         subprocess.run(["buildah", "--root", str(self.root / "store"), "--runroot", str(self.root / "run"),
@@ -149,6 +161,18 @@ class DockerRunner:
             self.log.write_text(proc.stderr)
         if proc.returncode != 0:
             raise SystemExit(f"docker build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return elapsed
+
+    def push(self, ref: str) -> float:
+        """Tag the image just built and push it, as a CI job ends."""
+        tagged = self.daemon.docker("tag", f"bench-{self.builds}", ref)
+        if tagged.returncode != 0:
+            raise SystemExit(f"docker tag failed:\n{tagged.stderr[-3000:]}")
+        start = time.perf_counter()
+        proc = self.daemon.docker("push", ref)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"docker push failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         return elapsed
 
     def close(self) -> None:
@@ -203,8 +227,8 @@ def _run(cmd: list[str]) -> None:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def setup(work: Path, rate_mbps: float | None,
-          bytecode: bool = False) -> tuple[dict[str, Path], dict[str, str], list[object]]:
+def setup(work: Path, rate_mbps: float | None, bytecode: bool = False,
+          zstd: bool = False) -> tuple[dict[str, Path], dict[str, str], list[object]]:
     """Mirror, registry, base image, cache images; returns (locks, images, servers to close).
 
     With `rate_mbps`, the index and the registry are reached through proxies sharing that bandwidth
@@ -246,6 +270,12 @@ def setup(work: Path, rate_mbps: float | None,
         _run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool", *compile_flag])
         _run([*ocicache, "push", str(lock), images[f"{name}:stacked"], "--base", images[BASES.get(name, "base")],
               "--pool", f"{host}/bench/pool", *compile_flag])
+        if zstd:
+            images[f"{name}:stacked-zstd"] = f"{host}/bench/{name}-stacked-zstd:1"
+            _run([*ocicache, "push", str(lock), images[f"{name}:stacked-zstd"],
+                  "--base", images[BASES.get(name, "base")], "--compression", "zstd",
+                  "--pool", f"{host}/bench/pool", *compile_flag])
+    images["registry"] = host
     return locks, {k: v.replace(host, pull_host, 1) for k, v in images.items()}, servers
 
 
@@ -265,11 +295,14 @@ Times = dict[str, list[float]]  # by variant
 
 
 def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, work: Path,
-                 locks: dict[str, Path], images: dict[str, str], bytecode: bool = False) -> tuple[Times, Times]:
-    """Times of the scenario's build per variant, and of the build before it on the same runner (if any)."""
+                 locks: dict[str, Path], images: dict[str, str], bytecode: bool = False,
+                 push_to: str | None = None) -> tuple[Times, Times, Times]:
+    """Times of the scenario's build per variant, of the build before it on the same runner (if any),
+    and, with `push_to` (a registry host), of pushing the image built, each to a repository of its own."""
     project, previous = SCENARIOS[scenario]
     times: Times = {v: [] for v in variants}
     firsts: Times = {v: [] for v in variants}
+    pushes: Times = {v: [] for v in variants}
     for i in range(repeat):
         order = variants[i % len(variants):] + variants[: i % len(variants)]  # alternate who goes first
         for variant in order:
@@ -286,10 +319,13 @@ def run_scenario(scenario: str, builder: str, variants: list[str], repeat: int, 
                 if isinstance(runner, DockerRunner):
                     runner.log = work / "logs" / RUN_STAMP / f"{scenario}-{builder}-{variant}-{i + 1}.log"
                 times[variant].append(runner.build(context, network))
+                if push_to is not None:
+                    pushes[variant].append(runner.push(f"{push_to}/bench/out-{scenario}-{builder}-{variant}:{i + 1}"))
             finally:
                 runner.close()
-            print(f"  {scenario} {builder} {variant}: {times[variant][-1]:.1f} s", file=sys.stderr, flush=True)
-    return times, firsts
+            pushed = f", push {pushes[variant][-1]:.1f} s" if push_to is not None else ""
+            print(f"  {scenario} {builder} {variant}: {times[variant][-1]:.1f} s{pushed}", file=sys.stderr, flush=True)
+    return times, firsts, pushes
 
 
 def main() -> None:
@@ -300,31 +336,36 @@ def main() -> None:
                         help="docker: Debian 12's dockerd 20.10; docker26: Debian 13's dockerd 26.1 "
                              "(scripts/docker-engine.sh), docker26-containerd: the same with containerd's "
                              "image store; default: buildah, docker and docker26-containerd")
-    parser.add_argument("--variant", action="append", choices=VARIANTS)
+    parser.add_argument("--variant", action="append", choices=VARIANTS,
+                        help="default: " + ", ".join(DEFAULT_VARIANTS))
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")
     parser.add_argument("--rate-mbps", type=float, metavar="MB/S",
                         help="the index and the registry share this bandwidth (a CI network), e.g. 25")
     parser.add_argument("--bytecode", action="store_true",
                         help="every variant compiles bytecode (UV_COMPILE_BYTECODE=1, as in uv's guide's examples); "
                              "the cache images are pushed with --compile-bytecode")
+    parser.add_argument("--push", action="store_true",
+                        help="after each timed build, push the image built to the registry (a CI job's last "
+                             "step) and time that too")
     args = parser.parse_args()
     work = args.workdir
     shutil.rmtree(work / "registry", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    locks, images, servers = setup(work, args.rate_mbps, args.bytecode)
+    variants = list(args.variant or DEFAULT_VARIANTS)
+    locks, images, servers = setup(work, args.rate_mbps, args.bytecode, zstd="stacked-zstd" in variants)
     results = []
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
             for builder in args.builder or DEFAULT_BUILDERS:
-                times, firsts = run_scenario(scenario, builder, list(args.variant or VARIANTS), args.repeat, work,
-                                             locks, images, args.bytecode)
+                times, firsts, pushes = run_scenario(scenario, builder, variants, args.repeat, work, locks, images,
+                                                     args.bytecode, images["registry"] if args.push else None)
                 results.append({"scenario": scenario, "builder": builder,
                                 "median_s": {v: statistics.median(t) for v, t in times.items()}, "runs_s": times,
-                                "first_build_runs_s": {v: t for v, t in firsts.items() if t}})
+                                "first_build_runs_s": {v: t for v, t in firsts.items() if t},
+                                "push_runs_s": {v: t for v, t in pushes.items() if t}})
     finally:
         for server in servers:
             server.close()  # type: ignore[attr-defined]
-    variants = list(args.variant or VARIANTS)
     print("| scenario | builder | " + " | ".join(variants) + " | " +
           " | ".join(f"{v} / guide" for v in variants if v != "guide") + " |")
     print("|---|---|" + "---|" * (len(variants) * 2 - 1))
@@ -333,6 +374,18 @@ def main() -> None:
         ratios = [f"{med[v] / med['guide']:.2f}x" for v in variants if v != "guide" and "guide" in med]
         print(f"| {r['scenario']} | {r['builder']} | " + " | ".join(f"{med[v]:.1f} s" for v in variants) + " | "
               + " | ".join(ratios) + " |")
+    pushed = [r for r in results if r["push_runs_s"]]
+    if pushed:  # the CI job: the build, then the push of what it built
+        print()
+        print("| scenario | builder | " + " | ".join(f"{v}: build + push" for v in variants) + " | " +
+              " | ".join(f"{v} / guide" for v in variants if v != "guide") + " |")
+        print("|---|---|" + "---|" * (len(variants) * 2 - 1))
+        for r in pushed:
+            total = {v: r["median_s"][v] + statistics.median(t) for v, t in r["push_runs_s"].items()}
+            cells = [f"{r['median_s'][v]:.1f} + {statistics.median(r['push_runs_s'][v]):.1f} = {total[v]:.1f} s"
+                     for v in variants]
+            ratios = [f"{total[v] / total['guide']:.2f}x" for v in variants if v != "guide" and "guide" in total]
+            print(f"| {r['scenario']} | {r['builder']} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     jobs = [r for r in results if r["first_build_runs_s"]]
     if jobs:  # scenarios that build on a runner after another build: the job as a whole
         print()
