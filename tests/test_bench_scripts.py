@@ -1,0 +1,44 @@
+"""The benchmark scripts stay runnable: their command lines parse, and bench_build writes the
+Dockerfiles its variants name (the benchmarks themselves run outside the suite: docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BENCHMARKS = sorted(p.name for p in (REPO / "scripts").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", BENCHMARKS)
+def test_benchmark_help_runs(script):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+def _bench_build():
+    spec = importlib.util.spec_from_file_location("bench_build", REPO / "scripts" / "bench_build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_build"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_build_variants_use_their_images():
+    bench = _bench_build()
+    images = {"base": "reg/base", "worker:cache": "reg/worker-cache", "worker:stacked": "reg/worker-stacked",
+              "worker:stacked-zstd": "reg/worker-stacked-zstd"}
+    files = {v: bench.dockerfile(v, images, "worker") for v in bench.VARIANTS}
+    assert files["guide"].startswith("FROM reg/base\n") and "type=cache" in files["guide"]
+    assert "FROM reg/worker-cache AS uvcache" in files["bind"] and "--offline" in files["bind"]
+    assert files["stacked"].startswith("FROM reg/worker-stacked\n")
+    assert files["stacked-zstd"].startswith("FROM reg/worker-stacked-zstd\n")
+    assert all("--link-mode symlink" in files[v] for v in ("stacked", "stacked-zstd"))
+    assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS) and "stacked-zstd" not in bench.DEFAULT_VARIANTS
