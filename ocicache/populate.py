@@ -30,7 +30,11 @@ _STDERR_TAIL = 6
 # Settings that would point uv at another cache or change what it fetches behind our back.
 _SCRUBBED_ENV = ("UV_CACHE_DIR", "UV_NO_CACHE", "UV_OFFLINE", "UV_FROZEN", "UV_LOCKED", "UV_NO_SYNC",
                  "UV_PYTHON", "UV_SYSTEM_PYTHON", "UV_LINK_MODE", "UV_PREVIEW", "UV_PREVIEW_FEATURES",
-                 "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_CONSTRAINT", "UV_OVERRIDE", "UV_REFRESH")
+                 "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_CONSTRAINT", "UV_OVERRIDE", "UV_REFRESH",
+                 # The pushing machine's build choices are not the consumer build's: those come from the
+                 # project and the Dockerfile (project_settings.py).
+                 "UV_NO_BINARY", "UV_NO_BINARY_PACKAGE", "UV_NO_BUILD", "UV_NO_BUILD_PACKAGE", "UV_ONLY_BINARY",
+                 "UV_NO_BUILD_ISOLATION")
 
 
 @dataclass(frozen=True, slots=True)

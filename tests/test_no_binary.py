@@ -88,3 +88,25 @@ def test_no_binary_settings_of_a_uv_step():
     assert pip.no_binary_packages == {"a", "b"} and not pip.no_binary
     assert build_settings_of_step("pip install", ["uv", "pip", "install", "--no-binary", ":all:"], {}).no_binary
     assert not build_settings_of_step("sync", ["uv", "sync", "--frozen"], {})
+
+
+def test_the_pushing_machines_uv_build_settings_do_not_change_the_image(index, make_project, tmp_path):
+    """`UV_NO_BINARY*` / `UV_NO_BUILD*` / `UV_ONLY_BINARY` in the environment of the push are that
+    machine's, not the consumer build's (a Docker build does not inherit them): the image is the same
+    as without them. A guard: the pinned uv ignores them for a pylock install, another `--uv` need
+    not, so the populate does not pass them on."""
+    from tests.conftest import hermetic_env
+
+    index.add_wheel("nobin", "1.0", files={"nobin/__init__.py": WHEEL_ONLY_MARK})
+    index.add_sdist("nobin", "1.0")
+    index.add_sdist("sdist-only", "1.0")  # built by uv in every push
+    lock = make_project(tmp_path / "p", ["nobin", "small-a", "sdist-only"])
+    env = {**hermetic_env(), "UV_NO_BINARY_PACKAGE": "nobin small-a", "UV_NO_BINARY": "1", "UV_NO_BUILD": "1",
+           "UV_ONLY_BINARY": ":all:", "UV_NO_BUILD_PACKAGE": "nobin sdist-only"}
+    pushed = ocicache("push", lock, f"oci:{tmp_path / 'env'}:t", "--python", "3.11", "--json", env=env).json()
+    plain = ocicache("push", lock, f"oci:{tmp_path / 'plain'}:t", "--python", "3.11", "--json").json()
+    assert pushed["manifest_digest"] == plain["manifest_digest"]
+    ocicache("pull", f"oci:{tmp_path / 'env'}:t", tmp_path / "cache")
+    result = offline_sync(lock, tmp_path / "cache", tmp_path / "consumer")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _installed_module(tmp_path / "consumer") == WHEEL_ONLY_MARK
