@@ -24,7 +24,12 @@ def _manifest(ref: str) -> dict:
     skopeo = require_tool("skopeo")
     out = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
                          text=True, check=True).stdout
-    return json.loads(out)
+    manifest = json.loads(out)
+    if "manifests" in manifest:  # an index (Docker with containerd's store pushes one): the linux/amd64 image
+        (digest,) = [m["digest"] for m in manifest["manifests"]
+                     if m.get("platform", {}).get("architecture") == "amd64"]
+        return _manifest(f"{ref.rsplit(':', 1)[0]}@{digest}")
+    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +167,29 @@ def test_two_services_stacked_images_share_the_package_layer(stacked, build_setu
         return digest
 
     assert heavy_layer(other) == heavy_layer(stacked["ref"])
+
+
+@pytest.mark.parametrize("builder", ["buildah", "docker", "docker26-containerd"])
+def test_the_pushed_final_image_reuses_the_stacked_layers(builder, stacked, build_setup, request, tmp_path):
+    """A service built FROM the stacked image and pushed (a CI job's last step) references the stacked
+    image's layers by their digests, its own layers after them: the push uploads only the build's own
+    layers and every service's final image shares the package layers (docs/benchmarks.md, run 13)."""
+    context = _context(tmp_path, build_setup, _stacked_dockerfile(stacked["ref"]))
+    final = f"{stacked['host']}/stack/final-{builder}:1"
+    if builder == "buildah":
+        buildah = Buildah(tmp_path / "buildah")
+        result = buildah.build(context, final)
+        assert result.returncode == 0, result.stderr[-3000:]
+        push = subprocess.run([require_tool("buildah"), "--root", str(buildah.root / "root"), "--runroot",
+                               str(buildah.root / "run"), "--storage-driver", "vfs", "push", "--tls-verify=false",
+                               final, f"docker://{final}"], capture_output=True, text=True, timeout=600)
+    else:  # Docker 20.10 on overlay2, or 26.1 with containerd's image store
+        daemon = request.getfixturevalue("dockerd" if builder == "docker" else "dockerd_containerd")
+        result = DockerBuilder(daemon, buildkit=True).build(context, final)
+        assert result.returncode == 0, result.stderr[-3000:]
+        push = daemon.docker("push", final)
+    assert push.returncode == 0, push.stderr[-3000:]
+    stacked_layers = [layer["digest"] for layer in _manifest(stacked["ref"])["layers"]]
+    final_layers = [layer["digest"] for layer in _manifest(final)["layers"]]
+    assert final_layers[:len(stacked_layers)] == stacked_layers
+    assert len(final_layers) > len(stacked_layers)  # the build's own layers (WORKDIR, COPY, RUN) after them
