@@ -99,10 +99,10 @@ def test_the_pushing_machines_uv_build_settings_do_not_change_the_image(index, m
 
     index.add_wheel("nobin", "1.0", files={"nobin/__init__.py": WHEEL_ONLY_MARK})
     index.add_sdist("nobin", "1.0")
-    index.add_sdist("sdist-only", "1.0")  # built by uv in every push
-    lock = make_project(tmp_path / "p", ["nobin", "small-a", "sdist-only"])
+    index.add_sdist("envbuilt", "1.0")  # sdist only: built by uv in every push
+    lock = make_project(tmp_path / "p", ["nobin", "small-a", "envbuilt"])
     env = {**hermetic_env(), "UV_NO_BINARY_PACKAGE": "nobin small-a", "UV_NO_BINARY": "1", "UV_NO_BUILD": "1",
-           "UV_ONLY_BINARY": ":all:", "UV_NO_BUILD_PACKAGE": "nobin sdist-only"}
+           "UV_ONLY_BINARY": ":all:", "UV_NO_BUILD_PACKAGE": "nobin envbuilt"}
     pushed = ocicache("push", lock, f"oci:{tmp_path / 'env'}:t", "--python", "3.11", "--json", env=env).json()
     plain = ocicache("push", lock, f"oci:{tmp_path / 'plain'}:t", "--python", "3.11", "--json").json()
     assert pushed["manifest_digest"] == plain["manifest_digest"]
