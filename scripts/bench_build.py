@@ -20,7 +20,10 @@ Scenarios:
   f  as e, the two services being members of one uv workspace (one lock, one cache image)
 Builders: buildah (overlay storage, runc) and dockerd's BuildKit: `docker`, Debian 12's 20.10 (overlay2);
 `docker26-containerd`, Debian 13's 26.1 (unpacked by scripts/docker-engine.sh) with containerd's image
-store; `docker26`, the same on overlay2 (not run by default). A fresh store per run; the order
+store; `docker26`, the same on overlay2 (not run by default). Docker gunzips layers with Go's gzip
+unless `unpigz` is on its PATH: Debian's docker.io does not install pigz, Docker's own packages
+recommend it (and CI runner images carry it), so each dockerd builder also comes as `<builder>-pigz`
+(not run by default); without the suffix, unpigz is turned off. A fresh store per run; the order
 of the variants rotates from one repeat to the next. Medians and ratios to the guide are printed.
 
 Usage: .venv/bin/python scripts/bench_build.py [--repeat 3] [--scenario a] [--builder buildah]
@@ -139,11 +142,12 @@ class DockerRunner:
 
     name = "docker-buildkit"
 
-    def __init__(self, root: Path, engine: Path | None = None, containerd_store: bool = False) -> None:
+    def __init__(self, root: Path, engine: Path | None = None, containerd_store: bool = False,
+                 unpigz: bool = False) -> None:
         from tests.support.builders import Dockerd
 
         self.root = root
-        self.daemon = Dockerd(root, engine, containerd_store)
+        self.daemon = Dockerd(root, engine, containerd_store, unpigz)
         self.log: Path | None = None
         self.builds = 0
 
@@ -189,7 +193,8 @@ def _timed(cmd: list[str], **kwargs: object) -> float:
     return elapsed
 
 
-BUILDERS = ["buildah", "docker", "docker26", "docker26-containerd"]
+DOCKERDS = ["docker", "docker26", "docker26-containerd"]
+BUILDERS = ["buildah", *DOCKERDS, *(f"{d}-pigz" for d in DOCKERDS)]
 DEFAULT_BUILDERS = ["buildah", "docker", "docker26-containerd"]
 RUN_STAMP = time.strftime("%Y%m%dT%H%M%S")  # each run's BuildKit logs in a directory of their own
 
@@ -204,7 +209,8 @@ def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
     return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")), engine,  # short socket paths
-                        containerd_store=builder == "docker26-containerd")
+                        containerd_store=builder.removesuffix("-pigz") == "docker26-containerd",
+                        unpigz=builder.endswith("-pigz"))
 
 
 def _context(work: Path, lock: Path, text: str) -> Path:
@@ -335,7 +341,8 @@ def main() -> None:
     parser.add_argument("--builder", action="append", choices=BUILDERS,
                         help="docker: Debian 12's dockerd 20.10; docker26: Debian 13's dockerd 26.1 "
                              "(scripts/docker-engine.sh), docker26-containerd: the same with containerd's "
-                             "image store; default: buildah, docker and docker26-containerd")
+                             "image store; <builder>-pigz: the same with unpigz (as Docker's own packages "
+                             "install it); default: buildah, docker and docker26-containerd")
     parser.add_argument("--variant", action="append", choices=VARIANTS,
                         help="default: " + ", ".join(DEFAULT_VARIANTS))
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench-build")

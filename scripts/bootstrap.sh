@@ -5,6 +5,7 @@
 #                                 Debian packages the tests drive:
 #                                 docker-registry, skopeo, umoci, buildah, runc, docker.io (dockerd),
 #                                 busybox-static, git, musl (a musl libc for the base-image tests),
+#                                 pigz (dockerd gunzips with it when on PATH; the benchmarks compare),
 #                                 and Debian 13's Docker engine unpacked into .cache/ (scripts/docker-engine.sh)
 # OCICACHE_VENV=DIR uses an existing, prepared virtualenv instead (nothing is installed into it).
 set -euo pipefail
@@ -17,7 +18,7 @@ if [ "$with_tests" = 1 ]; then
   need=()
   for tool in docker-registry:docker-registry skopeo:skopeo umoci:umoci buildah:buildah runc:runc dockerd:docker.io \
               busybox:busybox-static git:git chattr:e2fsprogs \
-              /lib/ld-musl-x86_64.so.1:musl; do
+              unpigz:pigz /lib/ld-musl-x86_64.so.1:musl; do
     { command -v "${tool%%:*}" || [ -e "${tool%%:*}" ]; } >/dev/null 2>&1 || need+=("${tool##*:}")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -51,10 +51,14 @@ class Dockerd:
     `root` must be short: containerd's socket lives under it, and unix socket paths stop at 108 bytes.
     """
 
-    def __init__(self, root: Path, engine: Path | None = None, containerd_store: bool = False) -> None:
+    def __init__(self, root: Path, engine: Path | None = None, containerd_store: bool = False,
+                 unpigz: bool | None = None) -> None:
         """`engine`: an unpacked Docker (usr/sbin/dockerd, usr/bin/docker, containerd, the buildx plugin),
         as scripts/docker-engine.sh leaves it; the system's Docker without it. `containerd_store`: images
-        in containerd's store and snapshotter instead of the overlay2 graph driver (dockerd >= 24)."""
+        in containerd's store and snapshotter instead of the overlay2 graph driver (dockerd >= 24).
+        `unpigz`: dockerd and containerd gunzip layers with `unpigz` when it is on PATH and with Go's
+        gzip otherwise; True requires it (Docker's own packages recommend pigz), False turns it off
+        (Debian's docker.io does not pull it in), None leaves it to what the machine has."""
         if engine is None:
             binary = shutil.which("dockerd")
             assert binary, "dockerd is not installed: run scripts/bootstrap.sh --test (Debian's docker.io)"
@@ -70,6 +74,13 @@ class Dockerd:
             plugins.mkdir(parents=True, exist_ok=True)
             for plugin in (engine / "usr" / "libexec" / "docker" / "cli-plugins").glob("docker-*"):
                 (plugins / plugin.name).symlink_to(plugin)
+        env = {**os.environ, "PATH": self._path}
+        if unpigz is True:
+            assert shutil.which("unpigz", path=self._path), "unpigz is not installed: run scripts/bootstrap.sh --test"
+            env.pop("MOBY_DISABLE_PIGZ", None)
+            env.pop("CONTAINERD_DISABLE_PIGZ", None)
+        elif unpigz is False:
+            env["MOBY_DISABLE_PIGZ"] = env["CONTAINERD_DISABLE_PIGZ"] = "true"
         self.root = root
         self.socket = root / "docker.sock"
         root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +94,7 @@ class Dockerd:
             [binary, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
              "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{self.socket}", "--iptables=false",
              "--ip-forward=false", "--bridge=none", "--config-file", str(config)],
-            stdout=self._log, stderr=self._log, start_new_session=True, env={**os.environ, "PATH": self._path})
+            stdout=self._log, stderr=self._log, start_new_session=True, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
