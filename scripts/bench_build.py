@@ -11,6 +11,8 @@ Variants (each a Dockerfile installing the project with `uv sync --frozen --no-i
   stacked   `FROM <push --base image>` then `uv sync --offline --link-mode symlink`
   stacked-zstd  the same, the image's layers zstd-compressed (`push --compression zstd`; not run by
             default: Docker 20.10 cannot read zstd)
+  stacked-one   the same, every package in one layer (`--buckets 1 --solo-threshold 1024GiB`; not
+            run by default: it gives up the per-package layers; it measures what the layer count costs)
 Scenarios:
   a  fresh runner (empty builder store), the worker service
   b  fresh runner, a service whose dependencies have no wheel for the target: compiled from sdists
@@ -82,7 +84,13 @@ WORKSPACE_ROOT = '[tool.uv.workspace]\nmembers = ["services/*"]\n'
 MEMBERS = {name: PROJECTS[name] for name in ("worker", "api")}
 SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None),
              "e": ("api", "worker"), "f": ("ws:api", "ws:worker")}
-VARIANTS = ("guide", "bind", "stacked", "stacked-zstd")
+# the stacked image's variants: what `push --base` is given beside the default
+STACKED_PUSH_ARGS = {
+    "stacked": [],
+    "stacked-zstd": ["--compression", "zstd"],
+    "stacked-one": ["--buckets", "1", "--solo-threshold", "1024GiB"],  # every package in one layer
+}
+VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]
 
 
@@ -102,7 +110,7 @@ def dockerfile(variant: str, images: dict[str, str], project: str, bytecode: boo
         return (f"FROM {images[project + ':cache']} AS uvcache\nFROM {base}\nWORKDIR /app\n"
                 f"ENV UV_LINK_MODE=copy\n{env}COPY . /app/\n"
                 f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
-    stacked = images[project + (":stacked-zstd" if variant == "stacked-zstd" else ":stacked")]
+    stacked = images[f"{project}:{variant}"]
     return (f"FROM {stacked}\nWORKDIR /app\n{env}COPY . /app/\n"
             f"RUN {install} --offline --link-mode symlink\n")
 
@@ -234,7 +242,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def setup(work: Path, rate_mbps: float | None, bytecode: bool = False,
-          zstd: bool = False) -> tuple[dict[str, Path], dict[str, str], list[object]]:
+          stacked: tuple[str, ...] = ("stacked",)) -> tuple[dict[str, Path], dict[str, str], list[object]]:
     """Mirror, registry, base image, cache images; returns (locks, images, servers to close).
 
     With `rate_mbps`, the index and the registry are reached through proxies sharing that bandwidth
@@ -271,16 +279,12 @@ def setup(work: Path, rate_mbps: float | None, bytecode: bool = False,
     _run([*ocicache, "copy", build_base_image(work / "base-cc-layout", str(uv), packages=TOOLCHAIN), images["base-cc"]])
     for name, lock in locks.items():
         images[f"{name}:cache"] = f"{host}/bench/{name}-cache:1"
-        images[f"{name}:stacked"] = f"{host}/bench/{name}-stacked:1"
         compile_flag = ["--compile-bytecode"] if bytecode else []
         _run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool", *compile_flag])
-        _run([*ocicache, "push", str(lock), images[f"{name}:stacked"], "--base", images[BASES.get(name, "base")],
-              "--pool", f"{host}/bench/pool", *compile_flag])
-        if zstd:
-            images[f"{name}:stacked-zstd"] = f"{host}/bench/{name}-stacked-zstd:1"
-            _run([*ocicache, "push", str(lock), images[f"{name}:stacked-zstd"],
-                  "--base", images[BASES.get(name, "base")], "--compression", "zstd",
-                  "--pool", f"{host}/bench/pool", *compile_flag])
+        for variant in stacked:
+            images[f"{name}:{variant}"] = f"{host}/bench/{name}-{variant}:1"
+            _run([*ocicache, "push", str(lock), images[f"{name}:{variant}"], "--base", images[BASES.get(name, "base")],
+                  "--pool", f"{host}/bench/pool", *compile_flag, *STACKED_PUSH_ARGS[variant]])
     images["registry"] = host
     return locks, {k: v.replace(host, pull_host, 1) for k, v in images.items()}, servers
 
@@ -359,7 +363,8 @@ def main() -> None:
     shutil.rmtree(work / "registry", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     variants = list(args.variant or DEFAULT_VARIANTS)
-    locks, images, servers = setup(work, args.rate_mbps, args.bytecode, zstd="stacked-zstd" in variants)
+    locks, images, servers = setup(work, args.rate_mbps, args.bytecode,
+                                   tuple(v for v in STACKED_PUSH_ARGS if v == "stacked" or v in variants))
     results = []
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
