@@ -243,7 +243,8 @@ def _run(cmd: list[str]) -> None:
 
 def setup(work: Path, rate_mbps: float | None, bytecode: bool = False,
           stacked: tuple[str, ...] = ("stacked",)) -> tuple[dict[str, Path], dict[str, str], list[object]]:
-    """Mirror, registry, base image, cache images; returns (locks, images, servers to close).
+    """Mirror, registry, base image, cache images (the `stacked` variants' too); returns (locks, images,
+    servers to close).
 
     With `rate_mbps`, the index and the registry are reached through proxies sharing that bandwidth
     (both variants' builds then compete for one network, as on a CI runner); pushes go direct.
@@ -363,8 +364,8 @@ def main() -> None:
     shutil.rmtree(work / "registry", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     variants = list(args.variant or DEFAULT_VARIANTS)
-    locks, images, servers = setup(work, args.rate_mbps, args.bytecode,
-                                   tuple(v for v in STACKED_PUSH_ARGS if v == "stacked" or v in variants))
+    stacked = tuple(v for v in STACKED_PUSH_ARGS if v in variants)
+    locks, images, servers = setup(work, args.rate_mbps, args.bytecode, stacked)
     results = []
     try:
         for scenario in args.scenario or sorted(SCENARIOS):
