@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the base image's layers followed by the cache's, rooted at /root/.cache/uv (or "
                           "the --dockerfile build's cache directory): build FROM the result and run "
                           "`uv sync --frozen --offline --link-mode symlink`; see docs/dockerfile-patterns.md")
+    stk.add_argument("--venv", metavar="PATH",
+                     help="with --base: also install the project's environment at PATH in the image (the "
+                          "pinned uv runs in the base image: needs root, a glibc base of this machine's "
+                          "architecture), so the build's `uv sync` finds it complete and does nothing; PATH is "
+                          "where the build's uv puts it, e.g. /app/.venv for WORKDIR /app")
     byt = push.add_argument_group("bytecode (what uv's `--compile-bytecode` would do in every build, done once)")
     byt.add_argument("--compile-bytecode", action="store_true",
                      help="put each package's .pyc files in its layer, compiled for the target's CPython: a build "
@@ -353,6 +358,13 @@ def _push(args: argparse.Namespace) -> int:
     registry = _registry_options(args)
     consumers = _consumers(args, registry)
     python, python_platforms, uv_versions = args.python, tuple(args.python_platform), tuple(args.uv_version)
+    venv = None
+    if args.venv is not None:
+        from .venv import check_venv_path
+
+        if not args.base:
+            raise UsageError("--venv installs the environment in a stacked image: it needs --base IMAGE")
+        venv = check_venv_path(args.venv)
     cache_dir = None
     compile_bytecode = args.compile_bytecode or args.bytecode_python is not None
     bytecode_required = compile_bytecode  # asked for: no compiler is an error; inferred: a note
@@ -373,7 +385,7 @@ def _push(args: argparse.Namespace) -> int:
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
-                       consumer_cache_dir=cache_dir, base=args.base, unpack_wheels=not args.uv_unpacks_all,
+                       consumer_cache_dir=cache_dir, base=args.base, venv=venv, unpack_wheels=not args.uv_unpacks_all,
                        compile_bytecode=compile_bytecode, bytecode_required=bytecode_required,
                        bytecode_python=args.bytecode_python,
                        build_no_binary=consumers[0].no_binary if consumers else BuildSettings())

@@ -27,6 +27,7 @@ A_UV_RELEASES: Final = "dev.ocicache.uv.releases"
 A_CONSUMER_CACHE_DIR: Final = "dev.ocicache.consumer.cache-dir"
 A_STACK_ROOT: Final = "dev.ocicache.stack.root"  # --base: the cache's directory inside the image
 A_STACK_BASE: Final = "dev.ocicache.stack.base"  # --base: the base image, as REF@DIGEST
+A_STACK_VENV: Final = "dev.ocicache.stack.venv"  # --venv: the environment installed in the image
 A_TARGET_PLATFORM: Final = "dev.ocicache.target.platform"
 A_TARGET_PYTHON: Final = "dev.ocicache.target.python"
 A_TARGET_PYTHON_PLATFORM: Final = "dev.ocicache.target.python-platform"

@@ -62,6 +62,7 @@ from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
 from .uvcache.unzip import NotPlainWheelError
+from .venv import VENV_KIND, VenvSpec, build_venv_layer, venv_key
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -92,6 +93,7 @@ class PushOptions:
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     consumer_cache_dir: str | None = None  # where the Dockerfile's uv reads its cache (--dockerfile)
     base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
+    venv: str | None = None  # with base: the project's environment installed at this path (--venv, venv.py)
     unpack_wheels: bool = True  # False (--uv-unpacks-all): uv fills every package, none unpacked by ocicache
     compile_bytecode: bool = False  # the unpacked wheels' pycs in the layers (bytecode.py)
     bytecode_required: bool = True  # False (inferred from --dockerfile): no compiler here means no pycs, a note
@@ -542,7 +544,7 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
             progress.step(f"publishing layers to the pool {pool}")
             written_to = dest.source()
             pool_tags = sum(pool.publish([(layer, BlobOrigin(source=written_to)) for layer in b.layers
-                                          if layer.digest not in b.reused_from_pool],
+                                          if layer.digest not in b.reused_from_pool and layer.kind != VENV_KIND],
                                          root) for b in built)
     progress.close()
     rows = [{"platform": b.target.oci_platform, "digest": str(layer.digest), "size": layer.size, "kind": layer.kind,
@@ -652,14 +654,39 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                 from_pool.add(layer.digest)
         layers.append(layer)
         blobs.append((layer.descriptor(), origin))
+    if opts.venv is not None:
+        assert base is not None
+        layer, origin = _venv_layer(opts, lock, uv, base, blobs[len(base.layers):], target, codec, known,
+                                    builder.scratch, progress)
+        if origin.path is not None:
+            new.add(layer.digest)
+        layers.append(layer)
+        blobs.append((layer.descriptor(), origin))
     annotations = _image_annotations(uv, formats, target, codec, selection.skipped, opts.consumer_cache_dir)
     if compiler is not None:
         annotations[oci.A_BYTECODE] = compiler.id
     if base is not None:
         annotations |= {oci.A_STACK_ROOT: root, oci.A_STACK_BASE: base.reference}
+    if opts.venv is not None:
+        annotations[oci.A_STACK_VENV] = opts.venv
     image = assemble_image(layers, target, annotations, base)
     return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
                   reused_from_pool=from_pool, skipped=selection.skipped)
+
+
+def _venv_layer(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
+                cache_blobs: list[tuple[Descriptor, BlobOrigin]], target: Target, codec: Codec, known: KnownLayers,
+                scratch: Path, progress: Progress) -> tuple[LayerDescription, BlobOrigin]:
+    """The --venv layer: reused when its key (base, cache layers, path, uv, project files) is known."""
+    assert opts.venv is not None
+    spec = VenvSpec(opts.venv, lock.path.parent, opts.narrowing, uv)
+    key = venv_key(spec, base, [desc for desc, _ in cache_blobs], target)
+    known_layer = known.layer(key)
+    if known_layer is not None:
+        progress.step(f"--venv {opts.venv}: unchanged, reused")
+        return LayerDescription.from_descriptor(known_layer.descriptor), BlobOrigin(source=known_layer.origin)
+    layer, path = build_venv_layer(spec, base, cache_blobs, target, codec, scratch, key, progress.step)
+    return layer, BlobOrigin(path=path)
 
 
 def _read_base(value: str, target: Target, endpoints: Endpoints, progress: Progress) -> BaseImage:

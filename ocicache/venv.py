@@ -1,0 +1,294 @@
+"""`push --base IMAGE --venv PATH`: the project's environment, installed in the stacked image.
+
+A stacked image's build still runs `uv sync --offline --link-mode symlink`: uv links every file of
+every package (thousands of symlinks), and the builder then commits them as the `RUN` layer. With
+`--venv`, the push does that once: it lays the base image and the cache layers out in a scratch
+root, runs the pinned uv there (chroot, in a private mount namespace: the base image's own Python
+answers uv's interpreter query, as it would in the build), and packs the environment it made as
+one more layer. The build's `uv sync` then finds every package installed and does nothing; if the
+build asks for something else (another selection, another environment path, another interpreter),
+uv changes or recreates the environment as it always does, from the cache below it.
+
+The layer holds links into the cache and uv's own files (`pyvenv.cfg`, activation scripts, entry
+points); its key is the base image, the cache layers, the path, the uv release and the selection,
+so an unchanged re-push reuses it. Needs root (chroot and mounts), a glibc base, and the base's
+architecture on this machine (its Python runs here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO
+
+from .assemble import LayerDescription
+from .compress import Codec
+from .dest import BlobOrigin
+from .errors import OcicacheError, UsageError
+from .oci import Descriptor
+from .pack import pack_layer
+from .populate import Narrowing, UvTool
+from .stack import BaseImage
+from .target import Target, host_oci_platform
+from .tree import walk_tree
+from .unpack import open_layer
+
+__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layer", "check_venv_path", "venv_key"]
+
+VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+_MAX_LINKS = 40  # symlinks followed while resolving one path, as the kernel's ELOOP limit
+
+
+def check_venv_path(value: str) -> str:
+    """`--venv`: an absolute directory, returned without its trailing slash."""
+    clean = posixpath.normpath(value)
+    if not value.startswith("/") or clean in ("/", "//") or ".." in value.split("/"):
+        raise UsageError(f"--venv {value!r}: expected the environment's absolute path in the image, e.g. "
+                         "/app/.venv (WORKDIR /app and uv's default .venv)")
+    return clean
+
+
+class VenvSpec:
+    """What the environment is made of, and its layer key."""
+
+    def __init__(self, path: str, lock_dir: Path, narrowing: Narrowing, uv: UvTool) -> None:
+        self.path = path
+        self.lock_dir = lock_dir
+        self.narrowing = narrowing
+        self.uv = uv
+
+    def sync_args(self) -> list[str]:
+        return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode", "symlink",
+                *self.narrowing.export_args()]
+
+
+def venv_key(spec: VenvSpec, base: BaseImage, cache_layers: Iterable[Descriptor], target: Target) -> str:
+    """The venv layer's key: everything that decides what uv writes (the project files included)."""
+    h = hashlib.sha256()
+    for part in (spec.path, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
+                 *(str(d.digest) for d in base.layers), *(str(d.digest) for d in cache_layers)):
+        h.update(part.encode() + b"\0")
+    for rel, source in _project_files(spec.lock_dir):
+        h.update(rel.encode() + b"\0" + hashlib.sha256(source.read_bytes()).digest())
+    return f"venv-{h.hexdigest()[:40]}"
+
+
+def build_venv_layer(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[Descriptor, BlobOrigin]],
+                     target: Target, codec: Codec, scratch: Path, key: str,
+                     step: Callable[[str], None]) -> tuple[LayerDescription, Path]:
+    """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment."""
+    _check_can_run(target)
+    rootfs = scratch / "venv-root"
+    shutil.rmtree(rootfs, ignore_errors=True)
+    rootfs.mkdir(parents=True)
+    try:
+        step(f"--venv {spec.path}: laying out the base image and the cache")
+        for desc in base.layers:
+            _apply_layer(lambda d=desc: base.source.open_blob(d.digest), desc, rootfs, f"--base {base.reference}")
+        # the cache layers hold disjoint files (a package's archive, its pointers): applied at once,
+        # decompression and hashing release the GIL
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            for done in [pool.submit(_apply_layer, _opener(desc, origin), desc, rootfs, "the cache")
+                         for desc, origin in cache_layers]:
+                done.result()
+        step(f"--venv {spec.path}: uv {spec.uv.version} sync in the base image")
+        _run_uv(spec, base, target, rootfs)
+        venv = rootfs / spec.path.lstrip("/")
+        if not (venv / "pyvenv.cfg").is_file():
+            raise OcicacheError(f"--venv {spec.path}: uv made no environment there")
+        parent, name = posixpath.split(spec.path.lstrip("/"))
+        out = scratch / "blobs" / f"{key}.layer"
+        packed = pack_layer(walk_tree(venv, name), out, codec, root=parent)
+    finally:
+        _remove_root(rootfs)
+    layer = LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
+                             media_type=packed.media_type, kind=VENV_KIND, key=key, packages=())
+    return layer, out
+
+
+def _check_can_run(target: Target) -> None:
+    if os.geteuid() != 0:
+        raise UsageError("--venv runs uv inside the base image (chroot, a private mount namespace): run the push "
+                         "as root (e.g. sudo), or drop --venv")
+    if target.libc != "manylinux":
+        raise UsageError(f"--venv: the target is {target.python_platform}; the pinned uv runs in glibc base "
+                         "images only")
+    if target.oci_platform.split("/")[:2] != host_oci_platform().split("/")[:2]:
+        raise UsageError(f"--venv: the base image is {target.oci_platform} and this machine "
+                         f"{host_oci_platform()}: its Python cannot run here")
+    _tools()
+
+
+def _tools() -> dict[str, str]:
+    """The machine's unshare, chroot, mount and sh (the base image's PATH is not this machine's)."""
+    found = {}
+    for tool in ("unshare", "chroot", "mount", "sh"):
+        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin")
+        if path is None:
+            raise UsageError(f"--venv needs {tool} (util-linux, coreutils) on this machine")
+        found[tool] = path
+    return found
+
+
+def _opener(desc: Descriptor, origin: BlobOrigin) -> Callable[[], BinaryIO]:
+    if origin.path is not None:
+        path = origin.path
+        return lambda: open(path, "rb")
+    source = origin.source
+    assert source is not None, f"no origin for {desc.digest}"
+    return lambda: source.open_blob(desc.digest)
+
+
+def _run_uv(spec: VenvSpec, base: BaseImage, target: Target, rootfs: Path) -> None:
+    project = rootfs / "tmp" / "ocicache-project"
+    for rel, source in _project_files(spec.lock_dir):
+        dest = project / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    shutil.copyfile(spec.uv.path, rootfs / "tmp" / "ocicache-uv")
+    os.chmod(rootfs / "tmp" / "ocicache-uv", 0o755)
+    for mount_point in ("proc", "dev"):
+        (rootfs / mount_point).mkdir(exist_ok=True)
+    env = dict(_split_env(base.config.get("config", {}).get("Env") or []))
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env |= {"HOME": "/root", "UV_PROJECT_ENVIRONMENT": spec.path, "UV_PYTHON_PREFERENCE": "only-system",
+            "UV_NO_PROGRESS": "1", "UV_PYTHON": target.python_minor}
+    env.pop("UV_COMPILE_BYTECODE", None)  # the pycs, if any, are in the cache and get linked
+    env.pop("VIRTUAL_ENV", None)
+    env.setdefault("UV_CACHE_DIR", "/root/.cache/uv")
+    # A private mount namespace: /proc and /dev for uv and the interpreter it queries, gone with it.
+    tools = _tools()
+    script = (f'{tools["mount"]} -t proc proc "$0/proc" && {tools["mount"]} --rbind /dev "$0/dev" && '
+              f'exec {tools["chroot"]} "$0" /tmp/ocicache-uv --directory /tmp/ocicache-project "$@"')
+    cmd = [tools["unshare"], "--mount", "--propagation", "private", "--fork", tools["sh"], "-c", script,
+           str(rootfs), *spec.sync_args()]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
+        raise OcicacheError(f"--venv {spec.path}: uv sync in the base image failed ({proc.returncode}):\n{tail}")
+
+
+def _split_env(items: list[str]) -> Iterable[tuple[str, str]]:
+    for item in items:
+        name, sep, value = item.partition("=")
+        if sep:
+            yield name, value
+
+
+def _project_files(lock_dir: Path) -> list[tuple[str, Path]]:
+    """What `uv sync --frozen --no-install-workspace` reads of the project: the lock, every
+    pyproject.toml of the workspace, and uv's own settings files."""
+    names = {"uv.lock", "uv.toml", ".python-version"}
+    found = [(name, lock_dir / name) for name in sorted(names) if (lock_dir / name).is_file()]
+    for dirpath, dirnames, filenames in os.walk(lock_dir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("node_modules", "__pycache__"))
+        if "pyproject.toml" in filenames:
+            path = Path(dirpath, "pyproject.toml")
+            found.append((str(path.relative_to(lock_dir)), path))
+    return found
+
+
+# --- the scratch root: layers applied as a builder would, never writing outside it ----------------
+
+def _apply_layer(open_blob: Callable[[], BinaryIO], desc: Descriptor, rootfs: Path, where: str) -> None:
+    with open_layer(open_blob, desc, where) as tf:
+        for member in tf:
+            _apply_member(tf, member, rootfs)
+
+
+def _resolve(rootfs: Path, rel: str, *, follow_last: bool = False) -> Path:
+    """`rel` inside `rootfs` as the kernel would resolve it after chroot: links followed, absolute
+    ones from `rootfs`, `..` stopping at it; the last component only with `follow_last`."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = rootfs.joinpath(*done, part)
+        if (parts or follow_last) and candidate.is_symlink():
+            hops += 1
+            if hops > _MAX_LINKS:
+                raise OcicacheError(f"the base image's path {rel!r} loops through links")
+            link = os.readlink(candidate)
+            if link.startswith("/"):
+                done = []
+            parts = [p for p in link.split("/") if p not in ("", ".")] + parts
+            continue
+        done.append(part)
+    return rootfs.joinpath(*done)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _apply_member(tf: tarfile.TarFile, member: tarfile.TarInfo, rootfs: Path) -> None:
+    name = posixpath.normpath(member.name.lstrip("/"))
+    if name in (".", ""):
+        return
+    parent_rel, base = posixpath.split(name)
+    parent = _resolve(rootfs, parent_rel, follow_last=True)
+    if base == _OPAQUE:
+        if parent.is_dir():
+            for child in parent.iterdir():
+                _remove(child)
+        return
+    if base.startswith(_WHITEOUT):
+        _remove(parent / base[len(_WHITEOUT):])
+        return
+    parent.mkdir(parents=True, exist_ok=True)
+    target = parent / base
+    if member.isdir():
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            target.unlink()
+        target.mkdir(exist_ok=True)
+    elif member.isreg():
+        if target.is_symlink() or target.exists():
+            _remove(target)
+        src = tf.extractfile(member)
+        assert src is not None
+        with open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    elif member.issym():
+        if target.is_symlink() or target.exists():
+            _remove(target)
+        os.symlink(member.linkname, target)
+        return  # no chmod/chown through a link
+    elif member.islnk():
+        source = _resolve(rootfs, posixpath.normpath(member.linkname.lstrip("/")))
+        if target.is_symlink() or target.exists():
+            _remove(target)
+        if source.is_file() and not source.is_symlink():
+            os.link(source, target)
+        return
+    else:
+        return  # devices and fifos: nothing uv or the interpreter needs; /dev is mounted
+    os.chown(target, member.uid, member.gid, follow_symlinks=False)
+    os.chmod(target, member.mode & 0o7777)
+
+
+def _remove_root(rootfs: Path) -> None:
+    """Delete the scratch root, unless something is still mounted under it (never delete through a
+    mount into the machine's own /dev)."""
+    real = os.path.realpath(rootfs)
+    with open("/proc/self/mounts") as f:
+        mounted = [line.split()[1] for line in f if line.split()[1].startswith(real + "/")]
+    if mounted:
+        raise OcicacheError(f"{rootfs}: still mounted ({mounted[0]}); left in place")
+    shutil.rmtree(rootfs, ignore_errors=True)
