@@ -62,7 +62,7 @@ from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
 from .uvcache.unzip import NotPlainWheelError
-from .venv import VENV_KIND, VenvSpec, build_venv_layer, venv_key
+from .venv import VENV_KIND, VenvSpec, build_venv_layer, check_can_install, venv_key
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -490,6 +490,9 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
     lock = read_lock(opts.lock)
     targets = make_targets(platforms=opts.platforms, python=opts.python, python_platforms=opts.python_platforms,
                            requires_python=lock.requires_python)
+    if opts.venv is not None:
+        for target in targets:  # before any work: root, a glibc target this machine can run
+            check_can_install(target)
     codec = get_codec(opts.compression)
     formats = format_set(opts.uv_versions)
     uv = find_uv(opts.uv)

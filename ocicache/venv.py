@@ -40,7 +40,7 @@ from .target import Target, host_oci_platform
 from .tree import walk_tree
 from .unpack import open_layer
 
-__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layer", "check_venv_path", "venv_key"]
+__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layer", "check_can_install", "check_venv_path", "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
 _WHITEOUT = ".wh."
@@ -86,7 +86,7 @@ def build_venv_layer(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[D
                      target: Target, codec: Codec, scratch: Path, key: str,
                      step: Callable[[str], None]) -> tuple[LayerDescription, Path]:
     """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment."""
-    _check_can_run(target)
+    check_can_install(target)
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
@@ -115,7 +115,7 @@ def build_venv_layer(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[D
     return layer, out
 
 
-def _check_can_run(target: Target) -> None:
+def check_can_install(target: Target) -> None:
     if os.geteuid() != 0:
         raise UsageError("--venv runs uv inside the base image (chroot, a private mount namespace): run the push "
                          "as root (e.g. sudo), or drop --venv")

@@ -11,6 +11,8 @@ Variants (each a Dockerfile installing the project with `uv sync --frozen --no-i
   stacked   `FROM <push --base image>` then `uv sync --offline --link-mode symlink`
   stacked-zstd  the same, the image's layers zstd-compressed (`push --compression zstd`; not run by
             default: Docker 20.10 cannot read zstd)
+  stacked-venv  the same, the project's environment installed in the image too (`push --venv /app/.venv`;
+            the build's `uv sync` then finds it complete; not run by default: the push needs root)
   stacked-one   the same, every package in one layer (`--buckets 1 --solo-threshold 1024GiB`; not
             run by default: it gives up the per-package layers; it measures what the layer count costs)
 Scenarios:
@@ -89,6 +91,7 @@ STACKED_PUSH_ARGS = {
     "stacked": [],
     "stacked-zstd": ["--compression", "zstd"],
     "stacked-one": ["--buckets", "1", "--solo-threshold", "1024GiB"],  # every package in one layer
+    "stacked-venv": ["--venv", "/app/.venv"],  # the environment installed too: the build's uv sync does nothing
 }
 VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]

@@ -34,13 +34,17 @@ def _bench_build():
 def test_bench_build_variants_use_their_images():
     bench = _bench_build()
     images = {"base": "reg/base", "worker:cache": "reg/worker-cache", "worker:stacked": "reg/worker-stacked",
-              "worker:stacked-zstd": "reg/worker-stacked-zstd", "worker:stacked-one": "reg/worker-stacked-one"}
+              "worker:stacked-zstd": "reg/worker-stacked-zstd", "worker:stacked-one": "reg/worker-stacked-one",
+              "worker:stacked-venv": "reg/worker-stacked-venv"}
     files = {v: bench.dockerfile(v, images, "worker") for v in bench.VARIANTS}
     assert files["guide"].startswith("FROM reg/base\n") and "type=cache" in files["guide"]
     assert "FROM reg/worker-cache AS uvcache" in files["bind"] and "--offline" in files["bind"]
     assert files["stacked"].startswith("FROM reg/worker-stacked\n")
     assert files["stacked-zstd"].startswith("FROM reg/worker-stacked-zstd\n")
     assert files["stacked-one"].startswith("FROM reg/worker-stacked-one\n")
-    assert all("--link-mode symlink" in files[v] for v in ("stacked", "stacked-zstd", "stacked-one"))
+    assert files["stacked-venv"].startswith("FROM reg/worker-stacked-venv\n")
+    assert bench.STACKED_PUSH_ARGS["stacked-venv"] == ["--venv", "/app/.venv"]
+    assert "WORKDIR /app\n" in files["stacked-venv"]  # where the pushed environment is
+    assert all("--link-mode symlink" in files[v] for v in ("stacked", "stacked-zstd", "stacked-one", "stacked-venv"))
     assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS)
-    assert not {"stacked-zstd", "stacked-one"} & set(bench.DEFAULT_VARIANTS)
+    assert not {"stacked-zstd", "stacked-one", "stacked-venv"} & set(bench.DEFAULT_VARIANTS)

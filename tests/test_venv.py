@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ocicache.errors import UsageError
-from ocicache.venv import _apply_member, _check_can_run, _resolve, check_venv_path
+from ocicache.venv import _apply_member, _resolve, check_can_install, check_venv_path
 from tests.conftest import build_context, require_tool
 from tests.conftest import ocicache as run_ocicache
 from tests.support.builders import Buildah, DockerBuilder
@@ -121,7 +121,14 @@ def test_without_root_venv_says_so(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     target = Target(arch="x86_64", python=(3, 11, 0), libc="manylinux", libc_level=(2, 36))
     with pytest.raises(UsageError, match="as root"):
-        _check_can_run(target)
+        check_can_install(target)
+
+
+def test_a_target_this_machine_cannot_run_is_refused_before_any_work(build_setup, tmp_path):
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--base", build_setup["base"],
+                       "--venv", VENV, "--platform", "linux/arm64", check=False)
+    assert run.returncode == 2 and "cannot run here" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
