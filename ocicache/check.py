@@ -44,11 +44,12 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
                 options: RegistryOptions | None = None, build_problems: list[str] | None = None,
                 build_cache_dir: str | None = None, require_key: Path | None = None,
                 build_bytecode: tuple[bool, str | None] | None = None,
-                build_no_binary: BuildSettings | None = None) -> CheckResult:
+                build_no_binary: BuildSettings | None = None, build_environment: str | None = None) -> CheckResult:
     """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
     Dockerfile does wrong with the cache (consumer.py), reported with the rest; `build_bytecode`:
     whether the build compiles bytecode, and its link mode (advice on --compile-bytecode);
-    `build_no_binary`: the packages the build's uv step builds from sdists (--no-binary-package)."""
+    `build_no_binary`: the packages the build's uv step builds from sdists (--no-binary-package);
+    `build_environment`: where the build's `uv sync` puts the environment (advice on --venv)."""
     lock = read_lock(lock_path)
     target = make_target(platform=platform, python=python, python_platform=python_platform,
                          requires_python=lock.requires_python)
@@ -85,7 +86,16 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
                if (s.name, s.version, s.hash) not in held]
     return CheckResult(reference=str(ref), ok=not missing and not problems, missing=missing, problems=problems,
                        found=len(selection.selected) - len(missing), needed=len(selection.selected),
-                       notes=_bytecode_notes(annotations, build_bytecode))
+                       notes=_bytecode_notes(annotations, build_bytecode) + _venv_notes(annotations, build_environment))
+
+
+def _venv_notes(annotations: dict[str, str], build_environment: str | None) -> list[str]:
+    installed = annotations.get(oci.A_STACK_VENV)
+    if not installed or build_environment is None or build_environment == installed:
+        return []
+    return [f"the image holds an environment at {installed[:200]} (push --venv), the build's uv sync makes "
+            f"{build_environment}: it installs every package as without it (push with --venv "
+            f"{build_environment}, or --venv auto with --dockerfile)"]
 
 
 def _bytecode_notes(annotations: dict[str, str], build: tuple[bool, str | None] | None) -> list[str]:

@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --base: also install the project's environment at PATH in the image (the "
                           "pinned uv runs in the base image: needs root, a glibc base of this machine's "
                           "architecture), so the build's `uv sync` finds it complete and does nothing; PATH is "
-                          "where the build's uv puts it, e.g. /app/.venv for WORKDIR /app")
+                          "where the build's uv puts it, e.g. /app/.venv for WORKDIR /app; `auto`: read from "
+                          "--dockerfile (WORKDIR, UV_PROJECT_ENVIRONMENT)")
     byt = push.add_argument_group("bytecode (what uv's `--compile-bytecode` would do in every build, done once)")
     byt.add_argument("--compile-bytecode", action="store_true",
                      help="put each package's .pyc files in its layer, compiled for the target's CPython: a build "
@@ -364,7 +365,16 @@ def _push(args: argparse.Namespace) -> int:
 
         if not args.base:
             raise UsageError("--venv installs the environment in a stacked image: it needs --base IMAGE")
-        venv = check_venv_path(args.venv)
+        if args.venv == "auto":
+            if not consumers:
+                raise UsageError("--venv auto reads where the build's uv puts the environment: it needs --dockerfile")
+            if consumers[0].environment is None:
+                raise UsageError(f"--venv auto: {consumers[0].dockerfile}:{consumers[0].step_line}: cannot tell where "
+                                 "this uv step puts the environment (no WORKDIR, a cd, or uv pip install): pass "
+                                 "--venv PATH")
+            venv = consumers[0].environment
+        else:
+            venv = check_venv_path(args.venv)
     cache_dir = None
     compile_bytecode = args.compile_bytecode or args.bytecode_python is not None
     bytecode_required = compile_bytecode  # asked for: no compiler is an error; inferred: a note
@@ -530,7 +540,8 @@ def _check(args: argparse.Namespace) -> int:
         build_problems=consumer.problems(args.reference) if consumer else [],
         build_cache_dir=consumer.cache_dir if consumer else None, require_key=_required_key(args),
         build_bytecode=(consumer.compile_bytecode, consumer.link_mode) if consumer else None,
-        build_no_binary=consumer.no_binary if consumer else None)
+        build_no_binary=consumer.no_binary if consumer else None,
+        build_environment=consumer.environment if consumer else None)
     if args.json:
         print(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:

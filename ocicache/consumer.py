@@ -47,6 +47,7 @@ class Consumer:
     copied_from: tuple[int, ...] = ()
     compile_bytecode: bool = False  # the uv step compiles bytecode (UV_COMPILE_BYTECODE=1, --compile-bytecode)
     no_binary: BuildSettings = field(default_factory=BuildSettings)  # packages the step builds from sdists
+    environment: str | None = None  # where the step's `uv sync` puts the project environment (None: not known)
 
     def describe(self) -> str:
         target = ", ".join(x for x in (self.platform, f"CPython {self.python}" if self.python else None,
@@ -117,7 +118,7 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
                     python=python, python_platform=python_platform, uv_version=uv_version, user=user,
                     cache_dir=cache_dir, cache_uses=step.cache_uses, notes=tuple(notes),
                     link_mode=step.link_mode, copied_from=step.copied_from, compile_bytecode=step.compile_bytecode,
-                    no_binary=step.no_binary)
+                    no_binary=step.no_binary, environment=step.environment)
 
 
 def _read_base(step: UvStep, where: str, options: RegistryOptions, platform: str | None) -> BaseFacts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import posixpath
 import re
 import shlex
 from collections.abc import Iterable, Mapping
@@ -92,6 +93,7 @@ class UvStep:
     compile_bytecode: bool = False  # --compile-bytecode / UV_COMPILE_BYTECODE of the step
     copied_from: tuple[int, ...] = ()  # lines of later `COPY --from=<this stage>`: what leaves the stage
     no_binary: BuildSettings = field(default_factory=BuildSettings)  # --no-binary* / UV_NO_BINARY* of the step
+    environment: str | None = None  # where `uv sync` puts the project's environment (None: not known)
 
 
 _UV_INSTALL_RE = re.compile(r"(?:^|[\s;&|(`])(?:[\w./-]*/)?uv\s+(?:-\S+\s+)*(sync|pip\s+install)\b")
@@ -360,12 +362,16 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
     uses: list[CacheUse] = []
     python_request: str | None = None
     python_line: int | None = None
+    workdir: str | None = None  # None: the base image's, not read here
     for s in chain:
         for ins in s.instructions:
             if ins is run:
                 break
             env = _stage_env(df, s, until=ins)
-            if ins.keyword == "USER":
+            if ins.keyword == "WORKDIR" and ins.args.strip():
+                path = _expand(ins.args.strip(), env)
+                workdir = posixpath.normpath(posixpath.join(workdir or "/", path))
+            elif ins.keyword == "USER":
                 user = _expand(ins.args.split()[0], env) if ins.args.split() else None
             elif ins.keyword == "COPY":
                 flags, paths = _copy_parts(ins.args)
@@ -419,7 +425,27 @@ def _uv_step(df: Dockerfile, stage: Stage, run: Instruction, command: str) -> Uv
                   link_mode=_flag_value(tokens, ("--link-mode",)) or env.get("UV_LINK_MODE"),
                   compile_bytecode=bool({"--compile-bytecode", "--compile"} & set(tokens))
                   or env.get("UV_COMPILE_BYTECODE", "").lower() in ("1", "y", "yes", "t", "true", "on"),
-                  copied_from=copied_from, no_binary=build_settings_of_step(subcommand, tokens, env))
+                  copied_from=copied_from, no_binary=build_settings_of_step(subcommand, tokens, env),
+                  environment=_environment(subcommand, tokens, env, workdir, _run_mounts(run.args)[1]))
+
+
+def _environment(subcommand: str, tokens: list[str], env: dict[str, str], workdir: str | None,
+                 script: str) -> str | None:
+    """The project environment's path of a `uv sync` (UV_PROJECT_ENVIRONMENT, else `.venv` in the
+    project: --directory / --project, else the WORKDIR); None where that cannot be read (no
+    WORKDIR, a `cd` before uv)."""
+    program = next((t for t in tokens if not re.match(r"^\w+=", t)), "")  # after inline assignments
+    if subcommand != "sync" or workdir is None or not (program == "uv" or program.endswith("/uv")):
+        return None
+    if re.search(r"(?:^|[;&|(]\s*)(?:cd|pushd)\s", script):  # the step moves: its directory is not read here
+        return None
+    project = workdir
+    for flag in ("--directory", "--project"):
+        value = _flag_value(tokens, (flag,))
+        if value is not None:
+            project = posixpath.normpath(posixpath.join(project, value))
+    target = env.get("UV_PROJECT_ENVIRONMENT") or ".venv"
+    return posixpath.normpath(posixpath.join(project, target))
 
 
 def _flag_value(tokens: list[str], names: tuple[str, ...]) -> str | None:

@@ -79,7 +79,8 @@ def format_table(info: dict[str, Any]) -> str:
     ]
     for i, layer in enumerate(info["layers"]):
         names = ", ".join(f"{p.get('name')} {p.get('version')}" for p in layer["packages"]) or {
-            "image": "(the base image's)", "base": "(cache scaffold)"}.get(layer["kind"], "")
+            "image": "(the base image's)", "base": "(cache scaffold)",
+            "venv": "(the installed environment: push --venv)"}.get(layer["kind"], "")
         row = f"{i:>3}  {layer['kind']:<8} {format_size(layer['size']):>10}  {layer['digest'][:19]}  {names}"
         lines.append(row.rstrip())
     for note in info["skipped"]:

@@ -66,7 +66,7 @@ def test_the_venv_is_the_last_layer_and_a_repush_reuses_it(with_venv, build_setu
     assert again["manifest_digest"] == with_venv["pushed"]["manifest_digest"]  # type: ignore[index]
     assert again["layers_built"] == 0 and again["blobs_uploaded"] == 0
     info = run_ocicache("inspect", with_venv["ref"]).stdout
-    assert "venv" in info
+    assert "(the installed environment: push --venv)" in info
 
 
 def test_buildah_build_installs_nothing(with_venv, build_setup, tmp_path):
@@ -194,3 +194,57 @@ def test_verify_rebuild_compares_the_environment_and_names_a_tampered_one(build_
     assert run.returncode == 1, run.stdout + run.stderr
     assert "the environment at /app/.venv: 1 entry differs" in run.stdout + run.stderr
     assert "bin/activate" in run.stdout + run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("WORKDIR /app\nRUN uv sync --frozen\n", "/app/.venv"),
+    ("WORKDIR /app\nWORKDIR src\nRUN UV_LINK_MODE=copy uv sync\n", "/app/src/.venv"),
+    ("WORKDIR /app\nENV UV_PROJECT_ENVIRONMENT=/opt/venv\nRUN uv sync\n", "/opt/venv"),
+    ("WORKDIR /app\nENV UV_PROJECT_ENVIRONMENT=env\nRUN uv sync --directory sub\n", "/app/sub/env"),
+    ("ARG DIR=/srv\nWORKDIR $DIR\nRUN --mount=type=cache,target=/root/.cache/uv /usr/local/bin/uv sync\n",
+     "/srv/.venv"),
+    ("RUN uv sync\n", None),  # the base image's working directory: not read
+    ("WORKDIR /app\nRUN cd /x && uv sync\n", None),
+    ("WORKDIR /app\nRUN uv pip install --system -r requirements.txt\n", None),
+])
+def test_the_dockerfile_says_where_uv_sync_puts_the_environment(body, expected, tmp_path):
+    from ocicache.dockerfile import find_uv_step, parse_dockerfile
+
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim\n" + body)
+    assert find_uv_step(parse_dockerfile(tmp_path / "Dockerfile"), None).environment == expected
+
+
+def test_venv_auto_takes_the_path_from_the_dockerfile_and_check_notes_a_mismatch(build_setup, registries,
+                                                                                 tmp_path):
+    host = registries["plain"].host
+    ref = f"{host}/venv/auto:1"
+    body = "ARG UV_STACKED_IMAGE\n" + _dockerfile("${UV_STACKED_IMAGE}")
+    body = body.replace("WORKDIR /app\n", "WORKDIR /srv/app\n").replace("/app/", "/srv/app/")
+    body = body.replace("COPY pyproject.toml uv.lock /srv/app/\n", "COPY pyproject.toml uv.lock ./\n")
+    context = build_context(tmp_path, build_setup["lock"], body)
+    # the push reads the build as it runs FROM the base; the build then runs FROM the pushed image
+    run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--dockerfile",
+                 context / "Dockerfile", "--build-arg", f"UV_STACKED_IMAGE={build_setup['base']}", "--venv", "auto")
+    assert _raw_manifest(ref)["annotations"]["dev.ocicache.stack.venv"] == "/srv/app/.venv"
+    matching = run_ocicache("check", ref, build_setup["lock"], "--dockerfile", context / "Dockerfile",
+                            "--build-arg", f"UV_STACKED_IMAGE={ref}", "--json").json()
+    assert matching["ok"] and matching["notes"] == [], matching
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text(body.replace("WORKDIR /srv/app\n", "WORKDIR /srv/app\n"
+                                                   "ENV UV_PROJECT_ENVIRONMENT=/opt/env\n"))
+    noted = run_ocicache("check", ref, build_setup["lock"], "--dockerfile", other / "Dockerfile",
+                         "--build-arg", f"UV_STACKED_IMAGE={ref}", "--json").json()
+    assert noted["ok"] and any("/srv/app/.venv" in n and "/opt/env" in n for n in noted["notes"]), noted
+    require_tool("buildah")
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/venv-auto", {"UV_STACKED_IMAGE": ref})
+    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-3000:]
+    assert "uv: Installed" not in result.stdout, result.stdout[-3000:]
+
+
+def test_venv_auto_without_a_readable_path_names_the_line(build_setup, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {build_setup['base']}\nRUN uv sync --frozen --offline\n")
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--base", build_setup["base"],
+                       "--dockerfile", tmp_path / "Dockerfile", "--venv", "auto", check=False)
+    assert run.returncode == 2 and "Dockerfile:2" in run.stderr and "--venv PATH" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
