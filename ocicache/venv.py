@@ -60,8 +60,9 @@ def check_venv_path(value: str) -> str:
 class VenvSpec:
     """What the environment is made of, and its layer key."""
 
-    def __init__(self, path: str, lock_dir: Path, narrowing: Narrowing, uv: UvTool) -> None:
+    def __init__(self, path: str, lock_dir: Path, narrowing: Narrowing, uv: UvTool, cache_root: str) -> None:
         self.path = path
+        self.cache_root = cache_root  # where the stacked cache is (relative, e.g. root/.cache/uv): uv reads it there
         self.lock_dir = lock_dir
         self.narrowing = narrowing
         self.uv = uv
@@ -74,7 +75,7 @@ class VenvSpec:
 def venv_key(spec: VenvSpec, base: BaseImage, cache_layers: Iterable[Descriptor], target: Target) -> str:
     """The venv layer's key: everything that decides what uv writes (the project files included)."""
     h = hashlib.sha256()
-    for part in (spec.path, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
+    for part in (spec.path, spec.cache_root, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
                  *(str(d.digest) for d in base.layers), *(str(d.digest) for d in cache_layers)):
         h.update(part.encode() + b"\0")
     for rel, source in _project_files(spec.lock_dir):
@@ -162,9 +163,9 @@ def _run_uv(spec: VenvSpec, base: BaseImage, target: Target, rootfs: Path) -> No
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env |= {"HOME": "/root", "UV_PROJECT_ENVIRONMENT": spec.path, "UV_PYTHON_PREFERENCE": "only-system",
             "UV_NO_PROGRESS": "1", "UV_PYTHON": target.python_minor}
-    env.pop("UV_COMPILE_BYTECODE", None)  # the pycs, if any, are in the cache and get linked
-    env.pop("VIRTUAL_ENV", None)
-    env.setdefault("UV_CACHE_DIR", "/root/.cache/uv")
+    env |= {"UV_CACHE_DIR": "/" + spec.cache_root}  # the stacked cache, whatever the base's ENV says
+    for name in ("UV_COMPILE_BYTECODE", "UV_NO_CACHE", "VIRTUAL_ENV"):  # the pycs, if any, are in the cache
+        env.pop(name, None)
     # A private mount namespace: /proc and /dev for uv and the interpreter it queries, gone with it.
     tools = _tools()
     script = (f'{tools["mount"]} -t proc proc "$0/proc" && {tools["mount"]} --rbind /dev "$0/dev" && '

@@ -248,3 +248,24 @@ def test_venv_auto_without_a_readable_path_names_the_line(build_setup, tmp_path)
                        "--dockerfile", tmp_path / "Dockerfile", "--venv", "auto", check=False)
     assert run.returncode == 2 and "Dockerfile:2" in run.stderr and "--venv PATH" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_build_with_its_own_cache_directory_gets_its_environment_linked_there(build_setup, registries, tmp_path):
+    """--dockerfile puts the stacked cache where the build's uv reads it; the environment links there."""
+    host = registries["plain"].host
+    ref = f"{host}/venv/cachedir:1"
+    body = "ARG UV_STACKED_IMAGE\n" + _dockerfile("${UV_STACKED_IMAGE}").replace(
+        "WORKDIR /app\n", "WORKDIR /app\nENV UV_CACHE_DIR=/opt/uvcache\n")
+    context = build_context(tmp_path, build_setup["lock"], body)
+    run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--dockerfile",
+                 context / "Dockerfile", "--build-arg", f"UV_STACKED_IMAGE={build_setup['base']}", "--venv", "auto")
+    annotations = _raw_manifest(ref)["annotations"]
+    assert annotations["dev.ocicache.stack.root"] == "opt/uvcache"
+    assert annotations["dev.ocicache.stack.venv"] == VENV
+    require_tool("buildah")
+    body += ("RUN readlink /app/.venv/lib/python3.11/site-packages/heavy/data.bin | grep -q '^/opt/uvcache/' "
+             "&& echo linked-there\n")
+    (context / "Dockerfile").write_text(body)
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/venv-cachedir", {"UV_STACKED_IMAGE": ref})
+    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-3000:]
+    assert "linked-there" in result.stdout and "uv: Installed" not in result.stdout, result.stdout[-3000:]
