@@ -210,6 +210,9 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
     # an installed environment (--venv) is rebuilt too, on the same base, and compared entry by entry
     venv, base = ann.get(oci.A_STACK_VENV), ann.get(oci.A_STACK_BASE)
     stacked = {"base": base, "venv": venv} if venv and base else {}
+    if stacked and os.geteuid() != 0:
+        raise UsageError(f"{image.where}: it holds an installed environment (push --venv), which --rebuild makes "
+                         "again inside its base image: run the verify as root, or without --rebuild")
     with tempfile.TemporaryDirectory(prefix="ocicache-rebuild-") as scratch:
         layout = Path(scratch) / "rebuilt"
         push(PushOptions(lock=lock_path, destination=f"oci:{layout}:rebuilt", python=target.python_full,

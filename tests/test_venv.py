@@ -269,3 +269,13 @@ def test_a_build_with_its_own_cache_directory_gets_its_environment_linked_there(
     result = Buildah(tmp_path / "buildah").build(context, "localhost/venv-cachedir", {"UV_STACKED_IMAGE": ref})
     assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-3000:]
     assert "linked-there" in result.stdout and "uv: Installed" not in result.stdout, result.stdout[-3000:]
+
+
+def test_verify_rebuild_of_an_environment_without_root_says_so(with_venv, build_setup, monkeypatch):
+    from ocicache.populate import Narrowing
+    from ocicache.verify import verify_image
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(UsageError, match="run the verify as root"):
+        verify_image(str(with_venv["ref"]), build_setup["lock"], key=None, rebuild=True, platform=None,
+                     narrowing=Narrowing())
