@@ -682,7 +682,8 @@ def _venv_layer(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
                 scratch: Path, progress: Progress) -> tuple[LayerDescription, BlobOrigin]:
     """The --venv layer: reused when its key (base, cache layers, path, uv, project files) is known."""
     assert opts.venv is not None
-    spec = VenvSpec(opts.venv, lock.path.parent, opts.narrowing, uv, stack_root(opts.consumer_cache_dir))
+    spec = VenvSpec(path=opts.venv, cache_root=stack_root(opts.consumer_cache_dir), lock_dir=lock.path.parent,
+                    narrowing=opts.narrowing, uv=uv)
     key = venv_key(spec, base, [desc for desc, _ in cache_blobs], target)
     known_layer = known.layer(key)
     if known_layer is not None:

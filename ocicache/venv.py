@@ -25,6 +25,7 @@ import subprocess
 import tarfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -57,15 +58,15 @@ def check_venv_path(value: str) -> str:
     return clean
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VenvSpec:
-    """What the environment is made of, and its layer key."""
+    """What the environment is made of (with the base and the cache layers: its key)."""
 
-    def __init__(self, path: str, lock_dir: Path, narrowing: Narrowing, uv: UvTool, cache_root: str) -> None:
-        self.path = path
-        self.cache_root = cache_root  # where the stacked cache is (relative, e.g. root/.cache/uv): uv reads it there
-        self.lock_dir = lock_dir
-        self.narrowing = narrowing
-        self.uv = uv
+    path: str  # absolute, in the image
+    cache_root: str  # where the stacked cache is (relative, e.g. root/.cache/uv): uv reads it there
+    lock_dir: Path
+    narrowing: Narrowing
+    uv: UvTool
 
     def sync_args(self) -> list[str]:
         return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode", "symlink",
