@@ -52,12 +52,17 @@ class BaseFacts:
         return next((home for uid, home in self.passwd.values() if uid == name), None)
 
 
+def config_env(config: dict) -> dict[str, str]:
+    """An image config's `Env` (`NAME=value` items) as a mapping; malformed items left out."""
+    return dict(str(item).split("=", 1) for item in config.get("Env") or [] if "=" in str(item))
+
+
 def probe_base_image(source: ImageSource, tag: str, where: str, platform: str | None) -> BaseFacts:
     """Facts of the image at `tag` (for an index: `platform`'s, by default this machine's or the only one)."""
     image = open_image(source, tag, where, platform)
     config = image.config
     cfg = config.get("config") if isinstance(config.get("config"), dict) else {}
-    env = dict(str(item).split("=", 1) for item in cfg.get("Env") or [] if "=" in str(item))
+    env = config_env(cfg)
     facts = BaseFacts(reference=where, platform=image.platform, platforms=list(image.platforms), env=env,
                       user=cfg.get("User") or None)
     files: dict[str, bytes | str | None] = {}  # path → content (bytes), link target (str), or None (present)

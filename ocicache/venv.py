@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .assemble import LayerDescription
+from .base_image import config_env
 from .compress import Codec
 from .dest import BlobOrigin
 from .errors import OcicacheError, UsageError
@@ -87,8 +88,8 @@ def venv_key(spec: VenvSpec, base: BaseImage, cache_layers: Iterable[Descriptor]
 def build_venv_layer(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[Descriptor, BlobOrigin]],
                      target: Target, codec: Codec, scratch: Path, key: str,
                      step: Callable[[str], None]) -> tuple[LayerDescription, Path]:
-    """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment."""
-    check_can_install(target)
+    """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment (the
+    caller has checked `check_can_install` for `target` before any work)."""
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
@@ -160,11 +161,11 @@ def _run_uv(spec: VenvSpec, base: BaseImage, target: Target, rootfs: Path) -> No
     os.chmod(rootfs / "tmp" / "ocicache-uv", 0o755)
     for mount_point in ("proc", "dev"):
         (rootfs / mount_point).mkdir(exist_ok=True)
-    env = dict(_split_env(base.config.get("config", {}).get("Env") or []))
+    env = config_env(base.config.get("config") or {})
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env |= {"HOME": "/root", "UV_PROJECT_ENVIRONMENT": spec.path, "UV_PYTHON_PREFERENCE": "only-system",
-            "UV_NO_PROGRESS": "1", "UV_PYTHON": target.python_minor}
-    env |= {"UV_CACHE_DIR": "/" + spec.cache_root}  # the stacked cache, whatever the base's ENV says
+            "UV_NO_PROGRESS": "1", "UV_PYTHON": target.python_minor,
+            "UV_CACHE_DIR": "/" + spec.cache_root}  # the stacked cache, whatever the base's ENV says
     for name in ("UV_COMPILE_BYTECODE", "UV_NO_CACHE", "VIRTUAL_ENV"):  # the pycs, if any, are in the cache
         env.pop(name, None)
     # A private mount namespace: /proc and /dev for uv and the interpreter it queries, gone with it.
@@ -177,13 +178,6 @@ def _run_uv(spec: VenvSpec, base: BaseImage, target: Target, rootfs: Path) -> No
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
         raise OcicacheError(f"--venv {spec.path}: uv sync in the base image failed ({proc.returncode}):\n{tail}")
-
-
-def _split_env(items: list[str]) -> Iterable[tuple[str, str]]:
-    for item in items:
-        name, sep, value = item.partition("=")
-        if sep:
-            yield name, value
 
 
 def _project_files(lock_dir: Path) -> list[tuple[str, Path]]:

@@ -35,6 +35,7 @@ from .refs import LayoutRef, RegistryRef, parse_ref
 from .signing import SigningError, load_private_key, load_public_key, sign_image, verify_signatures
 from .target import Target, make_target
 from .uvcache import families_of
+from .venv import VENV_KIND
 
 __all__ = ["VerifyResult", "require_signature", "sign_ref", "verify_image"]
 
@@ -112,12 +113,15 @@ class VerifyResult:
 Files = dict[str, tuple[Any, ...]]
 
 
-def _read_files(image: SourceImage, root: str | None = None) -> Files:
-    """Every cache entry of `image` (or with `root`, every entry under it: a --venv environment),
+def _read_files(image: SourceImage, venv: str | None = None) -> Files:
+    """Every cache entry of `image` (with `venv`, the entries of its --venv layer under that path),
     hashed while each layer's digest and diff_id are checked."""
     files: Files = {}
-    root = image.stack_root if root is None else root
-    for layer in image.cache_layers():
+    root = image.stack_root if venv is None else venv.strip("/")
+    layers = image.cache_layers()
+    if venv is not None:  # only that layer holds them: the cache is not read twice
+        layers = [d for d in layers if d.annotations.get(oci.A_LAYER_KIND) == VENV_KIND]
+    for layer in layers:
         with image.open_layer(layer) as tf:
             for member in tf:
                 name = os.path.normpath(member.name).lstrip("/")
@@ -227,10 +231,10 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
             rebuilt_image = open_image(source, tag, str(ref))
             rebuilt = _read_files(rebuilt_image)
             rebuilt_packages = [p for layer in rebuilt_image.cache_layers() for p in layer_packages(layer)]
-            rebuilt_venv = _read_files(rebuilt_image, venv.strip("/")) if stacked else {}
+            rebuilt_venv = _read_files(rebuilt_image, venv) if stacked else {}
     problems = []
     if stacked:
-        theirs = _read_files(image, venv.strip("/"))
+        theirs = _read_files(image, venv)
         changed = sorted(p for p in set(theirs) | set(rebuilt_venv) if theirs.get(p) != rebuilt_venv.get(p))
         if changed:
             count = "1 entry differs" if len(changed) == 1 else f"{len(changed)} entries differ"
