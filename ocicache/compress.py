@@ -43,10 +43,48 @@ class Codec:
             from isal import isal_zlib
 
             # wbits 31: gzip framing; isal writes mtime 0, no file name, OS byte 0xff.
-            return isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, 31)
+            return _HistoryPrimedGzip(isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, 31),
+                                      isal_zlib.Z_SYNC_FLUSH)
         import zstandard
 
         return zstandard.ZstdCompressor(level=self.level, threads=0).compressobj()
+
+
+# ISA-L 2.32's level 1/2 x86 body (igzip_icf_body_h1_gr_bt.asm, `.write_first_byte`) hashes input
+# position 2 of a stream that has no history from a register still holding the stream's address,
+# not from the data: the same bytes can compress differently in another process (once seen in CI:
+# 337 vs 339 bytes for one tar). A stream whose first few bytes went through ISA-L's finish path and
+# a sync flush has history, and the faulty branch never runs. 4 to 16 bytes do it (the finish path
+# takes up to 16); a full flush would drop the history again (docs/decisions.md).
+_PRIMER = 8
+
+
+class _HistoryPrimedGzip:
+    """An isal compressobj whose first `_PRIMER` bytes are flushed on their own (Z_SYNC_FLUSH)."""
+
+    __slots__ = ("_inner", "_pending", "_sync")
+
+    def __init__(self, inner: Compressor, sync_flush_mode: int) -> None:
+        self._inner = inner
+        self._sync = sync_flush_mode
+        self._pending: bytearray | None = bytearray()  # None once primed
+
+    def compress(self, data: bytes) -> bytes:
+        if self._pending is None:
+            return self._inner.compress(data)
+        self._pending += data
+        if len(self._pending) < _PRIMER:
+            return b""
+        head, rest = bytes(self._pending[:_PRIMER]), bytes(self._pending[_PRIMER:])
+        self._pending = None
+        out = self._inner.compress(head) + self._inner.flush(self._sync)  # type: ignore[call-arg]
+        return out + self._inner.compress(rest)
+
+    def flush(self) -> bytes:
+        out = b""
+        if self._pending is not None:  # fewer than _PRIMER bytes in all: the finish path takes them
+            out, self._pending = self._inner.compress(bytes(self._pending)), None
+        return out + self._inner.flush()
 
 
 def get_codec(name: str) -> Codec:

@@ -22,7 +22,7 @@ from .target import Target
 from .uvcache import FormatSet
 
 # Bump when normalise.py or pack.py change the bytes they produce for the same cache entries.
-NORMALISATION_VERSION = 3
+NORMALISATION_VERSION = 4
 
 
 def package_key(selected: Selected, formats: FormatSet, codec: Codec, target: Target, root: str = "",
