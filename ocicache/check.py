@@ -65,7 +65,13 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     annotations = image.annotations
     problems = list(build_problems or [])
     stacked_root = annotations.get(oci.A_STACK_ROOT)
-    if stacked_root and build_cache_dir and build_cache_dir.rstrip("/") != "/" + stacked_root:
+    venv_only = image.venv_only
+    installed = annotations.get(oci.A_STACK_VENV)
+    if venv_only and build_environment is not None and build_environment != installed:
+        problems.append(f"the image holds the environment at {str(installed)[:200]} and no uv cache (push "
+                        f"--venv-only), the build's uv sync makes {build_environment}: it has nothing to install "
+                        f"from offline (push with --venv {build_environment}, or --venv auto with --dockerfile)")
+    if stacked_root and not venv_only and build_cache_dir and build_cache_dir.rstrip("/") != "/" + stacked_root:
         problems.append(f"the image holds its cache at /{stacked_root}, the build's uv reads {build_cache_dir}: "
                         f"set ENV UV_CACHE_DIR=/{stacked_root}, or push with --dockerfile for that build")
     if wanted is not None:
@@ -80,13 +86,19 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     if image_pp != target.python_platform or image_py.rsplit(".", 1)[0] != target.python_minor:
         problems.append(f"the image targets CPython {image_py} {image_pp}, the check targets "
                         f"{target.python_full} {target.python_platform}")
-    held = {(p.get("name"), p.get("version"), p.get("hash")) for layer in image.layers
-            for p in layer_packages(layer)}
-    missing = [f"{s.name} {s.version} ({s.artifact})" for s in selection.selected
-               if (s.name, s.version, s.hash) not in held]
+    if venv_only:  # installed distributions: a name and a version each (uv checks no more)
+        installed_dists = {(p.get("name"), p.get("version")) for layer in image.layers for p in layer_packages(layer)}
+        missing = [f"{s.name} {s.version} (not installed in the image's environment)" for s in selection.selected
+                   if (s.name, s.version) not in installed_dists]
+    else:
+        held = {(p.get("name"), p.get("version"), p.get("hash")) for layer in image.layers
+                for p in layer_packages(layer)}
+        missing = [f"{s.name} {s.version} ({s.artifact})" for s in selection.selected
+                   if (s.name, s.version, s.hash) not in held]
     return CheckResult(reference=str(ref), ok=not missing and not problems, missing=missing, problems=problems,
                        found=len(selection.selected) - len(missing), needed=len(selection.selected),
-                       notes=_bytecode_notes(annotations, build_bytecode) + _venv_notes(annotations, build_environment))
+                       notes=_bytecode_notes(annotations, build_bytecode) +
+                       ([] if venv_only else _venv_notes(annotations, build_environment)))
 
 
 def _venv_notes(annotations: dict[str, str], build_environment: str | None) -> list[str]:

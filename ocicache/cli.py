@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "architecture), so the build's `uv sync` finds it complete and does nothing; PATH is "
                           "where the build's uv puts it, e.g. /app/.venv for WORKDIR /app; `auto`: read from "
                           "--dockerfile (WORKDIR, UV_PROJECT_ENVIRONMENT)")
+    stk.add_argument("--venv-only", action="store_true",
+                     help="with --venv: the environment holds the packages' own files (uv's copy mode), one "
+                          "layer per package (same digest in every image with that path), and the image carries "
+                          "no cache: the smallest image and the fastest FROM; a build whose lock asks for a "
+                          "package it lacks cannot install it offline")
     byt = push.add_argument_group("bytecode (what uv's `--compile-bytecode` would do in every build, done once)")
     byt.add_argument("--compile-bytecode", action="store_true",
                      help="put each package's .pyc files in its layer, compiled for the target's CPython: a build "
@@ -375,6 +380,8 @@ def _push(args: argparse.Namespace) -> int:
             venv = consumers[0].environment
         else:
             venv = check_venv_path(args.venv)
+    if args.venv_only and venv is None:
+        raise UsageError("--venv-only puts the environment in place of the cache: it needs --venv PATH and --base")
     cache_dir = None
     compile_bytecode = args.compile_bytecode or args.bytecode_python is not None
     bytecode_required = compile_bytecode  # asked for: no compiler is an error; inferred: a note
@@ -395,7 +402,8 @@ def _push(args: argparse.Namespace) -> int:
                        max_layers=args.max_layers, buckets=args.buckets, solo_threshold=args.solo_threshold,
                        compression=args.compression, uv=args.uv, uv_versions=uv_versions, jobs=args.jobs,
                        cache_from=tuple(args.cache_from), pool=args.pool, registry=registry,
-                       consumer_cache_dir=cache_dir, base=args.base, venv=venv, unpack_wheels=not args.uv_unpacks_all,
+                       consumer_cache_dir=cache_dir, base=args.base, venv=venv, venv_only=args.venv_only,
+                       unpack_wheels=not args.uv_unpacks_all,
                        compile_bytecode=compile_bytecode, bytecode_required=bytecode_required,
                        bytecode_python=args.bytecode_python,
                        build_no_binary=consumers[0].no_binary if consumers else BuildSettings())

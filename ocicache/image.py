@@ -70,6 +70,11 @@ class SourceImage:
         """A stacked image's (push --base) cache directory, or ""."""
         return self.annotations.get(oci.A_STACK_ROOT, "")
 
+    @property
+    def venv_only(self) -> bool:
+        """push --venv-only: the image holds an installed environment and no uv cache."""
+        return self.annotations.get(oci.A_STACK_VENV_ONLY) == "true"
+
     def cache_layers(self) -> list[Descriptor]:
         """The layers that hold the uv cache: all of them, or in a stacked image only ocicache's."""
         root = self.stack_root

@@ -48,6 +48,8 @@ def describe(reference: str, image: SourceImage) -> dict[str, Any]:
         "compression": annotations.get(oci.A_COMPRESSION),
         "stacked_on": annotations.get(oci.A_STACK_BASE),  # push --base: the base image, REF@DIGEST
         "stack_root": annotations.get(oci.A_STACK_ROOT),
+        "venv": annotations.get(oci.A_STACK_VENV),  # push --venv: the installed environment's path
+        "venv_only": annotations.get(oci.A_STACK_VENV_ONLY) == "true",  # push --venv-only: no cache
         "bytecode": annotations.get(oci.A_BYTECODE),  # push --compile-bytecode: the compiling interpreter
         "skipped": json_list(annotations.get(oci.A_SKIPPED, "[]")),
         "total_size": sum(layer["size"] for layer in layers),
@@ -88,7 +90,12 @@ def format_table(info: dict[str, Any]) -> str:
     if info.get("bytecode"):
         lines.append(f"bytecode: each package's pycs, compiled by {info['bytecode']}")
     if info.get("stacked_on"):
-        lines.append(f"stacked on {info['stacked_on']}: the cache is at /{info.get('stack_root') or 'root/.cache/uv'}")
+        if info.get("venv_only"):
+            lines.append(f"stacked on {info['stacked_on']}: the environment at {info.get('venv')}, no uv cache "
+                         "(push --venv-only)")
+        else:
+            lines.append(f"stacked on {info['stacked_on']}: the cache is at "
+                         f"/{info.get('stack_root') or 'root/.cache/uv'}")
     if info.get("platforms"):
         lines.append(f"platforms in this index: {', '.join(info['platforms'])} (shown: {info['platform']})")
     return "\n".join(lines)

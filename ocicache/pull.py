@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import oci
 from .dest.options import RegistryOptions
 from .endpoints import Endpoints
 from .errors import OcicacheError
@@ -35,6 +36,9 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
             from .verify import require_signature
 
             require_signature(image, require_key)
+        if image.venv_only:
+            raise OcicacheError(f"{ref}: holds the environment at {image.annotations.get(oci.A_STACK_VENV, '?')[:100]} "
+                                "and no uv cache (push --venv-only): build FROM it; there is nothing to pull")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=directory, prefix=".ocicache-pull-"))

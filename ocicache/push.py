@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from packaging.utils import canonicalize_name
+
 from . import __version__, oci
 from .assemble import Image, LayerDescription, assemble_image, assemble_index
 from .bytecode import Compiler, find_compiler, with_bytecode, without_bytecode
@@ -62,7 +64,7 @@ from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
 from .uvcache.unzip import NotPlainWheelError
-from .venv import VENV_KIND, VenvSpec, build_venv_layer, check_can_install, venv_key
+from .venv import VENV_KIND, VenvSpec, build_venv_layers, check_can_install, package_layer_key, venv_key
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -94,6 +96,7 @@ class PushOptions:
     consumer_cache_dir: str | None = None  # where the Dockerfile's uv reads its cache (--dockerfile)
     base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
     venv: str | None = None  # with base: the project's environment installed at this path (--venv, venv.py)
+    venv_only: bool = False  # with venv: its files, one layer per package, and no cache layers (--venv-only)
     unpack_wheels: bool = True  # False (--uv-unpacks-all): uv fills every package, none unpacked by ocicache
     compile_bytecode: bool = False  # the unpacked wheels' pycs in the layers (bytecode.py)
     bytecode_required: bool = True  # False (inferred from --dockerfile): no compiler here means no pycs, a note
@@ -415,6 +418,8 @@ class _Built:
     new_digests: set[Digest]
     reused_from_pool: set[Digest]
     skipped: tuple[str, ...]
+    # --venv-only: the cache layers the environment was made from, for the pool only (not in the image)
+    pool_only: list[tuple[LayerDescription, BlobOrigin]] = field(default_factory=list)
 
 
 @dataclass
@@ -547,8 +552,8 @@ def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
             progress.step(f"publishing layers to the pool {pool}")
             written_to = dest.source()
             pool_tags = sum(pool.publish([(layer, BlobOrigin(source=written_to)) for layer in b.layers
-                                          if layer.digest not in b.reused_from_pool and layer.kind != VENV_KIND],
-                                         root) for b in built)
+                                          if layer.digest not in b.reused_from_pool and layer.kind != VENV_KIND]
+                                         + b.pool_only, root) for b in built)
     progress.close()
     rows = [{"platform": b.target.oci_platform, "digest": str(layer.digest), "size": layer.size, "kind": layer.kind,
              "key": layer.key, "packages": [p["name"] for p in layer.packages],
@@ -600,6 +605,19 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         if max_layers < 2:
             raise UsageError(f"--base {base.reference} has {len(base.layers)} layers: no room for the cache's "
                              f"under the {MAX_LAYERS_CAP}-layer limit")
+    venv = _venv_plan(opts, lock, uv, base, keyed, target) if opts.venv is not None and base is not None else None
+    if venv is not None and venv.spec.files:
+        made = _known_venv(venv, known)
+        if made is not None:  # the environment holds everything the image needs: no cache to make
+            assert base is not None
+            progress.step(f"--venv {opts.venv}: unchanged, reused")
+            layers = [layer for layer, _ in made]
+            annotations = _target_annotations(opts, uv, formats, target, codec, selection.skipped, bytecode, base,
+                                              root)
+            return _Built(target=target, image=assemble_image(layers, target, annotations, base), layers=layers,
+                          blobs=[*((d, BlobOrigin(source=base.source)) for d in base.layers),
+                                 *((layer.descriptor(), origin) for layer, origin in made)],
+                          new_digests=set(), reused_from_pool=set(), skipped=selection.skipped)
     if pool is not None:
         hits = pool.lookup([k for _, k in keyed if k not in state.trees], known)
         progress.step(f"pool {pool}: {hits} of {len(keyed)} packages known")
@@ -638,6 +656,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                  builder.scratch / "blobs", opts.jobs, state, progress)
     early.collect(in_progress, state)
     layers, blobs, new, from_pool = [], [], set(), set()
+    pool_only: list[tuple[LayerDescription, BlobOrigin]] = []
     if base is not None:
         blobs += [(layer, BlobOrigin(source=base.source)) for layer in base.layers]
     for group in groups:
@@ -657,40 +676,66 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                 from_pool.add(layer.digest)
         layers.append(layer)
         blobs.append((layer.descriptor(), origin))
-    if opts.venv is not None:
+    if venv is not None:
         assert base is not None
-        layer, origin = _venv_layer(opts, lock, uv, base, blobs[len(base.layers):], target, codec, known,
-                                    builder.scratch, progress)
-        if origin.path is not None:
-            new.add(layer.digest)
-        layers.append(layer)
-        blobs.append((layer.descriptor(), origin))
-    annotations = _image_annotations(uv, formats, target, codec, selection.skipped, opts.consumer_cache_dir)
-    if compiler is not None:
-        annotations[oci.A_BYTECODE] = compiler.id
+        venv_layers = _known_venv(venv, known)
+        if venv_layers is not None:
+            progress.step(f"--venv {opts.venv}: unchanged, reused")
+        else:
+            venv_layers = [(layer, BlobOrigin(path=path)) for layer, path in build_venv_layers(
+                venv.spec, base, blobs[len(base.layers):], target, codec, builder.scratch, venv.key, progress.step)]
+        if opts.venv_only:  # the environment replaces the cache (which stays in the pool, if any)
+            pool_only = [(layer, origin) for layer, (_, origin) in zip(layers, blobs[len(base.layers):], strict=True)
+                         if layer.digest not in from_pool]
+            layers, blobs = [], blobs[:len(base.layers)]
+            new, from_pool = set(), set()
+        for layer, origin in venv_layers:
+            if origin.path is not None:
+                new.add(layer.digest)
+            layers.append(layer)
+            blobs.append((layer.descriptor(), origin))
+    annotations = _target_annotations(opts, uv, formats, target, codec, selection.skipped, bytecode, base, root)
+    image = assemble_image(layers, target, annotations, base)
+    return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
+                  reused_from_pool=from_pool, skipped=selection.skipped, pool_only=pool_only)
+
+
+def _target_annotations(opts: PushOptions, uv: UvTool, formats: FormatSet, target: Target, codec: Codec,
+                        skipped: tuple[str, ...], bytecode: str, base: BaseImage | None, root: str) -> dict[str, str]:
+    annotations = _image_annotations(uv, formats, target, codec, skipped, opts.consumer_cache_dir)
+    if bytecode:
+        annotations[oci.A_BYTECODE] = bytecode
     if base is not None:
         annotations |= {oci.A_STACK_ROOT: root, oci.A_STACK_BASE: base.reference}
     if opts.venv is not None:
         annotations[oci.A_STACK_VENV] = opts.venv
-    image = assemble_image(layers, target, annotations, base)
-    return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
-                  reused_from_pool=from_pool, skipped=selection.skipped)
+        if opts.venv_only:
+            annotations[oci.A_STACK_VENV_ONLY] = "true"
+    return annotations
 
 
-def _venv_layer(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
-                cache_blobs: list[tuple[Descriptor, BlobOrigin]], target: Target, codec: Codec, known: KnownLayers,
-                scratch: Path, progress: Progress) -> tuple[LayerDescription, BlobOrigin]:
-    """The --venv layer: reused when its key (base, cache layers, path, uv, project files) is known."""
+@dataclass(frozen=True, slots=True)
+class _VenvPlan:
+    spec: VenvSpec
+    key: str
+    layer_keys: list[str]  # the environment's layers: one, or (--venv-only) uv's own then one per package
+
+
+def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
+               keyed: list[tuple[Selected, str]], target: Target) -> _VenvPlan:
     assert opts.venv is not None
     spec = VenvSpec(path=opts.venv, cache_root=stack_root(opts.consumer_cache_dir), lock_dir=lock.path.parent,
-                    narrowing=opts.narrowing, uv=uv)
-    key = venv_key(spec, base, [desc for desc, _ in cache_blobs], target)
-    known_layer = known.layer(key)
-    if known_layer is not None:
-        progress.step(f"--venv {opts.venv}: unchanged, reused")
-        return LayerDescription.from_descriptor(known_layer.descriptor), BlobOrigin(source=known_layer.origin)
-    layer, path = build_venv_layer(spec, base, cache_blobs, target, codec, scratch, key, progress.step)
-    return layer, BlobOrigin(path=path)
+                    narrowing=opts.narrowing, uv=uv, files=opts.venv_only)
+    key = venv_key(spec, base, [k for _, k in keyed], target)
+    names = sorted({canonicalize_name(s.name) for s, _ in keyed})
+    return _VenvPlan(spec, key, [key, *(package_layer_key(key, n) for n in names)] if spec.files else [key])
+
+
+def _known_venv(plan: _VenvPlan, known: KnownLayers) -> list[tuple[LayerDescription, BlobOrigin]] | None:
+    """The environment's layers, if an earlier push made every one of them."""
+    found = [known.layer(k) for k in plan.layer_keys]
+    return [(LayerDescription.from_descriptor(k.descriptor), BlobOrigin(source=k.origin))
+            for k in found if k is not None] if all(found) else None
 
 
 def _read_base(value: str, target: Target, endpoints: Endpoints, progress: Progress) -> BaseImage:

@@ -17,6 +17,7 @@ architecture on this machine (its Python runs here).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import posixpath
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from packaging.utils import canonicalize_name
+
 from .assemble import LayerDescription
 from .base_image import config_env
 from .compress import Codec
@@ -39,10 +42,11 @@ from .pack import pack_layer
 from .populate import Narrowing, UvTool
 from .stack import BaseImage
 from .target import Target, host_oci_platform
-from .tree import walk_tree
+from .tree import Entry, walk_tree, with_parents
 from .unpack import open_layer
 
-__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layer", "check_can_install", "check_venv_path", "venv_key"]
+__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "package_layer_key",
+           "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
 _WHITEOUT = ".wh."
@@ -68,27 +72,36 @@ class VenvSpec:
     lock_dir: Path
     narrowing: Narrowing
     uv: UvTool
+    files: bool = False  # --venv-only: the packages' own files (uv's copy mode), one layer per package
 
     def sync_args(self) -> list[str]:
-        return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode", "symlink",
-                *self.narrowing.export_args()]
+        return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode",
+                "copy" if self.files else "symlink", *self.narrowing.export_args()]
 
 
-def venv_key(spec: VenvSpec, base: BaseImage, cache_layers: Iterable[Descriptor], target: Target) -> str:
-    """The venv layer's key: everything that decides what uv writes (the project files included)."""
+def venv_key(spec: VenvSpec, base: BaseImage, package_keys: Iterable[str], target: Target) -> str:
+    """The venv layer's key: everything that decides what uv writes (the project files included).
+    The cache's files follow from its packages' keys (layers are deterministic), whatever layers
+    they are grouped in: so the key is known before anything is populated."""
     h = hashlib.sha256()
     for part in (spec.path, spec.cache_root, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
-                 *(str(d.digest) for d in base.layers), *(str(d.digest) for d in cache_layers)):
+                 *(str(d.digest) for d in base.layers), *sorted(package_keys)):
         h.update(part.encode() + b"\0")
     for rel, source in _project_files(spec.lock_dir):
         h.update(rel.encode() + b"\0" + hashlib.sha256(source.read_bytes()).digest())
     return f"venv-{h.hexdigest()[:40]}"
 
 
-def build_venv_layer(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[Descriptor, BlobOrigin]],
-                     target: Target, codec: Codec, scratch: Path, key: str,
-                     step: Callable[[str], None]) -> tuple[LayerDescription, Path]:
-    """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment (the
+def package_layer_key(key: str, name: str) -> str:
+    """The key of package `name`'s layer of a --venv-only environment whose key is `key`."""
+    return "venv-" + hashlib.sha256(f"{key}\0{name}".encode()).hexdigest()[:40]
+
+
+def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[Descriptor, BlobOrigin]],
+                      target: Target, codec: Codec, scratch: Path, key: str,
+                      step: Callable[[str], None]) -> list[tuple[LayerDescription, Path]]:
+    """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment: one
+    layer of links, or (`spec.files`) uv's own files then one layer per installed package (the
     caller has checked `check_can_install` for `target` before any work)."""
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
@@ -109,13 +122,61 @@ def build_venv_layer(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[D
         if not (venv / "pyvenv.cfg").is_file():
             raise OcicacheError(f"--venv {spec.path}: uv made no environment there")
         parent, name = posixpath.split(spec.path.lstrip("/"))
-        out = scratch / "blobs" / f"{key}.layer"
-        packed = pack_layer(walk_tree(venv, name), out, codec, root=parent)
+        entries = list(walk_tree(venv, name))
+        groups = split_by_package(venv, entries, name) if spec.files else {"": entries}
+        built = []
+        for dist, members in groups.items():
+            layer_key = package_layer_key(key, dist[0]) if dist else key
+            out = scratch / "blobs" / f"{layer_key}.layer"
+            packed = pack_layer(with_parents(members) if spec.files else members, out, codec, root=parent)
+            packages = ({"name": dist[0], "version": dist[1]},) if dist else ()
+            built.append((LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
+                                           media_type=packed.media_type, kind=VENV_KIND, key=layer_key,
+                                           packages=packages), out))
     finally:
         _remove_root(rootfs)
-    layer = LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
-                             media_type=packed.media_type, kind=VENV_KIND, key=key, packages=())
-    return layer, out
+    return built
+
+
+def split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[str, str] | str, list[Entry]]:
+    """`entries` of an environment (rooted at `name`) by the installed distribution that owns them,
+    from each `*.dist-info/RECORD`: `""` for uv's own files (pyvenv.cfg, activation scripts, the
+    interpreter links), then (name, version) in name order. A file no RECORD names (a pyc a push
+    compiled) goes with the files of its directory, or of the directory above a `__pycache__`,
+    when one distribution owns them all."""
+    owner: dict[str, tuple[str, str]] = {}
+    for record in sorted(venv.glob("lib/python*/site-packages/*.dist-info/RECORD")):
+        dist_info = record.parent
+        dist_name, _, rest = dist_info.name.removesuffix(".dist-info").partition("-")
+        dist = (canonicalize_name(dist_name), rest)
+        site = dist_info.parent
+        with open(record, newline="", encoding="utf-8") as f:
+            for row in csv.reader(f):
+                if not row or not row[0]:
+                    continue
+                rel = posixpath.normpath(posixpath.join(str(site.relative_to(venv)), row[0]))
+                if not rel.startswith("../"):
+                    owner[f"{name}/{rel}"] = dist
+        for path in dist_info.rglob("*"):
+            owner[f"{name}/{path.relative_to(venv)}"] = dist
+    by_dir: dict[str, set[tuple[str, str]]] = {}
+    for path, dist in owner.items():
+        by_dir.setdefault(posixpath.dirname(path), set()).add(dist)
+    groups: dict[tuple[str, str] | str, list[Entry]] = {"": []}
+    for entry in entries:
+        if entry.kind == "dir":  # all in uv's layer (empty ones too); each package's repeats its own parents
+            groups[""].append(entry)
+            continue
+        dist = owner.get(entry.path)
+        if dist is None:
+            directory = posixpath.dirname(entry.path)
+            if posixpath.basename(directory) == "__pycache__":
+                directory = posixpath.dirname(directory)
+            owners = by_dir.get(directory, set())
+            dist = next(iter(owners)) if len(owners) == 1 else None
+        groups.setdefault(dist or "", []).append(entry)
+    scaffold = groups.pop("")
+    return {"": scaffold, **{d: groups[d] for d in sorted(groups)}}  # type: ignore[index]
 
 
 def check_can_install(target: Target) -> None:

@@ -182,6 +182,8 @@ def verify_image(value: str, lock_path: Path, *, key: Path | None, rebuild: bool
             if selected is None:
                 result.problems.append(f"{name} {version}: in the image, not selected by the lock for "
                                        f"{target.describe()}")
+            elif image.venv_only:
+                continue  # an installed distribution: its files are compared by --rebuild
             elif entry.get("hash") != selected.hash or entry.get("artifact") != selected.artifact:
                 result.problems.append(f"{name} {version}: the image records {str(entry.get('artifact'))[:200]} "
                                        f"{str(entry.get('hash'))[:80]}, the lock selects {selected.artifact} "
@@ -213,7 +215,7 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
                          "ocicache knows; cannot rebuild it")
     # an installed environment (--venv) is rebuilt too, on the same base, and compared entry by entry
     venv, base = ann.get(oci.A_STACK_VENV), ann.get(oci.A_STACK_BASE)
-    stacked = {"base": base, "venv": venv} if venv and base else {}
+    stacked: dict[str, Any] = {"base": base, "venv": venv, "venv_only": image.venv_only} if venv and base else {}
     if stacked and os.geteuid() != 0:
         raise UsageError(f"{image.where}: it holds an installed environment (push --venv), which --rebuild makes "
                          "again inside its base image: run the verify as root, or without --rebuild")

@@ -92,6 +92,8 @@ STACKED_PUSH_ARGS = {
     "stacked-zstd": ["--compression", "zstd"],
     "stacked-one": ["--buckets", "1", "--solo-threshold", "1024GiB"],  # every package in one layer
     "stacked-venv": ["--venv", "/app/.venv"],  # the environment installed too: the build's uv sync does nothing
+    # the environment's own files, one layer per package, and no cache: the build's uv sync does nothing
+    "stacked-venv-only": ["--venv", "/app/.venv", "--venv-only"],
 }
 VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]

@@ -279,3 +279,106 @@ def test_verify_rebuild_of_an_environment_without_root_says_so(with_venv, build_
     with pytest.raises(UsageError, match="run the verify as root"):
         verify_image(str(with_venv["ref"]), build_setup["lock"], key=None, rebuild=True, platform=None,
                      narrowing=Narrowing())
+
+
+# --- push --venv-only: the environment's own files, one layer per package, no cache --------------
+
+PACKAGES = ["gitpkg", "heavy", "sdist-only", "small-a", "small-b"]  # what build_setup's lock installs
+
+
+@pytest.fixture(scope="module")
+def venv_only(build_setup, registries) -> dict[str, object]:
+    host = registries["plain"].host
+    ref = f"{host}/venv/only:1"
+    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV,
+                          "--venv-only", "--pool", f"{host}/venv/pool", "--json").json()
+    return {"ref": ref, "pushed": pushed, "host": host}
+
+
+def _layer_paths(ref: str, digest: str) -> list[str]:
+    import httpx
+
+    host, repo_tag = ref.split("/", 1)
+    repo = repo_tag.rsplit(":", 1)[0]
+    data = httpx.get(f"http://{host}/v2/{repo}/blobs/{digest}").content
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+        return tf.getnames()
+
+
+def test_venv_only_is_one_layer_per_package_no_cache_and_a_repush_makes_nothing(venv_only, build_setup):
+    manifest = _raw_manifest(str(venv_only["ref"]))
+    assert manifest["annotations"]["dev.ocicache.stack.venv-only"] == "true"
+    ours = [layer for layer in manifest["layers"] if "dev.ocicache.layer.key" in layer.get("annotations", {})]
+    assert {layer["annotations"]["dev.ocicache.layer.kind"] for layer in ours} == {"venv"}
+    named = [json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]")) for layer in ours]
+    assert named[0] == [] and [p[0]["name"] for p in named[1:]] == PACKAGES  # uv's own files, then each package
+    for layer, packages in zip(ours, named, strict=True):
+        paths = _layer_paths(str(venv_only["ref"]), layer["digest"])
+        assert paths and all(p in ("app", "app/.venv") or p.startswith("app/.venv/") for p in paths), paths[:5]
+        if packages:  # the package's files, not another's
+            assert any(f"/{packages[0]['name'].replace('-', '_')}" in p for p in paths), paths
+        else:  # uv's own files, and directories: none of a package's files
+            site = "app/.venv/lib/python3.11/site-packages/"
+            files = [p for p in paths if p.startswith(site) and (p.count("/") > 5 or p.endswith(".py"))]
+            assert not files and f"{site}heavy" in paths, files
+    again = run_ocicache("push", build_setup["lock"], venv_only["ref"], "--base", build_setup["base"], "--venv",
+                         VENV, "--venv-only", "--json").json()
+    assert again["manifest_digest"] == venv_only["pushed"]["manifest_digest"]  # type: ignore[index]
+    # no cache was made to find that out: nothing populated, built or uploaded
+    assert again["packages_populated"] == 0 and again["layers_built"] == 0 and again["blobs_uploaded"] == 0, again
+    info = run_ocicache("inspect", venv_only["ref"]).stdout
+    assert "no uv cache (push --venv-only)" in info and "heavy 1.0" in info
+
+
+def test_venv_only_keeps_the_cache_layers_in_the_pool(venv_only, build_setup):
+    """The cache the environment was made from is not in the image, but the next push reuses it."""
+    plain = run_ocicache("push", build_setup["lock"], f"{venv_only['host']}/venv/from-pool:1", "--base",
+                         build_setup["base"], "--pool", f"{venv_only['host']}/venv/pool", "--json").json()
+    assert plain["packages_populated"] == 0, plain
+
+
+def test_buildah_and_docker_builds_from_a_venv_only_image_install_nothing(venv_only, build_setup, dockerd, tmp_path):
+    require_tool("buildah")
+    body = (f"FROM {venv_only['ref']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            "RUN uv sync --frozen --offline --no-install-project 2>&1 | sed 's/^/uv: /'\n"
+            f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('imports ok')\" && "
+            "test -f /app/.venv/lib/python3.11/site-packages/heavy/data.bin && "
+            "! test -L /app/.venv/lib/python3.11/site-packages/heavy/data.bin && ! test -e /root/.cache/uv/archive-v0 "
+            "&& echo own-files\n")
+    context = build_context(tmp_path, build_setup["lock"], body)
+    result = Buildah(tmp_path / "buildah").build(context, "localhost/venv-only")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "imports ok" in out and "own-files" in out, out[-3000:]
+    assert "uv: Installed" not in out and "uv: Removed" not in out, out[-3000:]
+    result = DockerBuilder(dockerd, buildkit=True).build(context, "venv-only-bk")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "own-files" in out and "uv: Installed" not in out, out[-3000:]
+
+
+def test_two_services_venv_only_images_share_the_package_layer(venv_only, build_setup, make_project, tmp_path):
+    """Another project with `heavy` at the same path: the same layer digest (stored and pulled once)."""
+    lock = make_project(tmp_path / "other", ["heavy"])
+    other = f"{venv_only['host']}/venv/other:1"
+    pushed = run_ocicache("push", lock, other, "--base", build_setup["base"], "--venv", VENV, "--venv-only",
+                          "--json").json()
+
+    def heavy_digest(layers: list[dict]) -> str:
+        return next(layer["digest"] for layer in layers if layer["packages"] == ["heavy"])
+
+    assert heavy_digest(pushed["layers"]) == heavy_digest(venv_only["pushed"]["layers"])  # type: ignore[index]
+    assert pushed["manifest_digest"] != venv_only["pushed"]["manifest_digest"]  # type: ignore[index]
+
+
+def test_check_pull_and_verify_read_a_venv_only_image(venv_only, build_setup, make_project, tmp_path):
+    check = run_ocicache("check", venv_only["ref"], build_setup["lock"], "--json", check=False)
+    assert check.returncode == 0 and check.json()["ok"] and check.json()["found"] == 5, check.stdout + check.stderr
+    bigger = make_project(tmp_path / "bigger", ["heavy", "small-b", "small-c"])  # small-c is not installed
+    check = run_ocicache("check", venv_only["ref"], bigger, "--json", check=False)
+    assert check.returncode == 1 and any("not installed" in m for m in check.json()["missing"]), check.stdout
+    pulled = run_ocicache("pull", venv_only["ref"], tmp_path / "cache", check=False)
+    assert pulled.returncode != 0 and "no uv cache" in pulled.stderr and "Traceback" not in pulled.stderr
+    assert not (tmp_path / "cache").exists()
+    verify = run_ocicache("verify", venv_only["ref"], build_setup["lock"], "--rebuild", check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--venv-only", check=False)
+    assert run.returncode == 2 and "--venv-only" in run.stderr and "Traceback" not in run.stderr, run.stderr
