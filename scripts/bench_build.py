@@ -13,6 +13,8 @@ Variants (each a Dockerfile installing the project with `uv sync --frozen --no-i
             default: Docker 20.10 cannot read zstd)
   stacked-venv  the same, the project's environment installed in the image too (`push --venv /app/.venv`;
             the build's `uv sync` then finds it complete; not run by default: the push needs root)
+  stacked-venv-only  the environment's own files, one layer per package, and no cache (`push --venv
+            /app/.venv --venv-only`; not run by default: the push needs root); `-zstd`: zstd layers
   stacked-one   the same, every package in one layer (`--buckets 1 --solo-threshold 1024GiB`; not
             run by default: it gives up the per-package layers; it measures what the layer count costs)
 Scenarios:
@@ -94,6 +96,7 @@ STACKED_PUSH_ARGS = {
     "stacked-venv": ["--venv", "/app/.venv"],  # the environment installed too: the build's uv sync does nothing
     # the environment's own files, one layer per package, and no cache: the build's uv sync does nothing
     "stacked-venv-only": ["--venv", "/app/.venv", "--venv-only"],
+    "stacked-venv-only-zstd": ["--venv", "/app/.venv", "--venv-only", "--compression", "zstd"],  # Docker >= 23
 }
 VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]
@@ -287,10 +290,13 @@ def setup(work: Path, rate_mbps: float | None, bytecode: bool = False,
         images[f"{name}:cache"] = f"{host}/bench/{name}-cache:1"
         compile_flag = ["--compile-bytecode"] if bytecode else []
         _run([*ocicache, "push", str(lock), images[f"{name}:cache"], "--pool", f"{host}/bench/pool", *compile_flag])
-        for variant in stacked:
+        for variant in stacked:  # each after the cache image's push: the pool holds every package (a CI push)
             images[f"{name}:{variant}"] = f"{host}/bench/{name}-{variant}:1"
+            start = time.perf_counter()
             _run([*ocicache, "push", str(lock), images[f"{name}:{variant}"], "--base", images[BASES.get(name, "base")],
                   "--pool", f"{host}/bench/pool", *compile_flag, *STACKED_PUSH_ARGS[variant]])
+            print(f"  push {name} {variant} (pool warm): {time.perf_counter() - start:.1f} s", file=sys.stderr,
+                  flush=True)
     images["registry"] = host
     return locks, {k: v.replace(host, pull_host, 1) for k, v in images.items()}, servers
 

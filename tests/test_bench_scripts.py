@@ -35,7 +35,8 @@ def test_bench_build_variants_use_their_images():
     bench = _bench_build()
     images = {"base": "reg/base", "worker:cache": "reg/worker-cache", "worker:stacked": "reg/worker-stacked",
               "worker:stacked-zstd": "reg/worker-stacked-zstd", "worker:stacked-one": "reg/worker-stacked-one",
-              "worker:stacked-venv": "reg/worker-stacked-venv"}
+              "worker:stacked-venv": "reg/worker-stacked-venv", "worker:stacked-venv-only": "reg/worker-venv-only",
+              "worker:stacked-venv-only-zstd": "reg/worker-venv-only-zstd"}
     files = {v: bench.dockerfile(v, images, "worker") for v in bench.VARIANTS}
     assert files["guide"].startswith("FROM reg/base\n") and "type=cache" in files["guide"]
     assert "FROM reg/worker-cache AS uvcache" in files["bind"] and "--offline" in files["bind"]
@@ -46,5 +47,9 @@ def test_bench_build_variants_use_their_images():
     assert bench.STACKED_PUSH_ARGS["stacked-venv"] == ["--venv", "/app/.venv"]
     assert "WORKDIR /app\n" in files["stacked-venv"]  # where the pushed environment is
     assert all("--link-mode symlink" in files[v] for v in ("stacked", "stacked-zstd", "stacked-one", "stacked-venv"))
+    assert files["stacked-venv-only"].startswith("FROM reg/worker-venv-only\n")
+    assert bench.STACKED_PUSH_ARGS["stacked-venv-only"] == ["--venv", "/app/.venv", "--venv-only"]
+    assert bench.STACKED_PUSH_ARGS["stacked-venv-only-zstd"][-2:] == ["--compression", "zstd"]
     assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS)
-    assert not {"stacked-zstd", "stacked-one", "stacked-venv"} & set(bench.DEFAULT_VARIANTS)
+    assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd"} & set(
+        bench.DEFAULT_VARIANTS)
