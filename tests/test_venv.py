@@ -344,15 +344,19 @@ def test_buildah_and_docker_builds_from_a_venv_only_image_install_nothing(venv_o
             f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('imports ok')\" && "
             "test -f /app/.venv/lib/python3.11/site-packages/heavy/data.bin && "
             "! test -L /app/.venv/lib/python3.11/site-packages/heavy/data.bin && ! test -e /root/.cache/uv/archive-v0 "
-            "&& echo own-files\n")
+            "&& echo own-files\n"
+            # real files: the environment copied into another stage works (a symlinked one dangles)
+            f"FROM {build_setup['base']}\nCOPY --from=0 /app/.venv /app/.venv\n"
+            f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('copied-ok')\"\n")
     context = build_context(tmp_path, build_setup["lock"], body)
     result = Buildah(tmp_path / "buildah").build(context, "localhost/venv-only")
     out = result.stdout + result.stderr
-    assert result.returncode == 0 and "imports ok" in out and "own-files" in out, out[-3000:]
+    assert result.returncode == 0 and "imports ok" in out and "own-files" in out and "copied-ok" in out, out[-3000:]
     assert "uv: Installed" not in out and "uv: Removed" not in out, out[-3000:]
     result = DockerBuilder(dockerd, buildkit=True).build(context, "venv-only-bk")
     out = result.stdout + result.stderr
-    assert result.returncode == 0 and "own-files" in out and "uv: Installed" not in out, out[-3000:]
+    assert result.returncode == 0 and "own-files" in out and "copied-ok" in out, out[-3000:]
+    assert "uv: Installed" not in out, out[-3000:]
 
 
 def test_two_services_venv_only_images_share_the_package_layer(venv_only, build_setup, make_project, tmp_path):
