@@ -5,12 +5,14 @@ every package (thousands of symlinks), and the builder then commits them as the 
 `--venv`, the push does that once: it lays the base image and the cache layers out in a scratch
 root, runs the pinned uv there (chroot, in a private mount namespace: the base image's own Python
 answers uv's interpreter query, as it would in the build), and packs the environment it made as
-one more layer. The build's `uv sync` then finds every package installed and does nothing; if the
-build asks for something else (another selection, another environment path, another interpreter),
-uv changes or recreates the environment as it always does, from the cache below it.
+one more layer (with `--venv-only`: installed in copy mode, split by each distribution's RECORD into
+one layer per package, and shipped instead of the cache). The build's `uv sync` then finds every
+package installed and does nothing; if the build asks for something else (another selection,
+another environment path, another interpreter), uv changes or recreates the environment as it
+always does, from the cache below it (with `--venv-only` there is none: offline, that fails).
 
 The layer holds links into the cache and uv's own files (`pyvenv.cfg`, activation scripts, entry
-points); its key is the base image, the cache layers, the path, the uv release and the selection,
+points); its key is the base image, the cache's package keys, the path, the uv release and the selection,
 so an unchanged re-push reuses it. Needs root (chroot and mounts), a glibc base, and the base's
 architecture on this machine (its Python runs here).
 """
@@ -123,7 +125,7 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
             raise OcicacheError(f"--venv {spec.path}: uv made no environment there")
         parent, name = posixpath.split(spec.path.lstrip("/"))
         entries = list(walk_tree(venv, name))
-        groups = split_by_package(venv, entries, name) if spec.files else {"": entries}
+        groups = _split_by_package(venv, entries, name) if spec.files else {None: entries}
         built = []
         for dist, members in groups.items():
             layer_key = package_layer_key(key, dist[0]) if dist else key
@@ -138,9 +140,9 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
     return built
 
 
-def split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[str, str] | str, list[Entry]]:
+def _split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[str, str] | None, list[Entry]]:
     """`entries` of an environment (rooted at `name`) by the installed distribution that owns them,
-    from each `*.dist-info/RECORD`: `""` for uv's own files (pyvenv.cfg, activation scripts, the
+    from each `*.dist-info/RECORD`: None for uv's own files (pyvenv.cfg, activation scripts, the
     interpreter links), then (name, version) in name order. A file no RECORD names (a pyc a push
     compiled) goes with the files of its directory, or of the directory above a `__pycache__`,
     when one distribution owns them all."""
@@ -162,10 +164,11 @@ def split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[
     by_dir: dict[str, set[tuple[str, str]]] = {}
     for path, dist in owner.items():
         by_dir.setdefault(posixpath.dirname(path), set()).add(dist)
-    groups: dict[tuple[str, str] | str, list[Entry]] = {"": []}
+    scaffold: list[Entry] = []
+    groups: dict[tuple[str, str], list[Entry]] = {}
     for entry in entries:
         if entry.kind == "dir":  # all in uv's layer (empty ones too); each package's repeats its own parents
-            groups[""].append(entry)
+            scaffold.append(entry)
             continue
         dist = owner.get(entry.path)
         if dist is None:
@@ -174,9 +177,8 @@ def split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[
                 directory = posixpath.dirname(directory)
             owners = by_dir.get(directory, set())
             dist = next(iter(owners)) if len(owners) == 1 else None
-        groups.setdefault(dist or "", []).append(entry)
-    scaffold = groups.pop("")
-    return {"": scaffold, **{d: groups[d] for d in sorted(groups)}}  # type: ignore[index]
+        (scaffold if dist is None else groups.setdefault(dist, [])).append(entry)
+    return {None: scaffold, **{d: groups[d] for d in sorted(groups)}}
 
 
 def check_can_install(target: Target) -> None:
