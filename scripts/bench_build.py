@@ -62,8 +62,11 @@ sys.path.insert(0, str(REPO))
 
 from benchlib import mirror, quiesce, relock  # noqa: E402
 
-_HEAD = '[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
-_TAIL = '\n[tool.uv]\npackage = false\n'
+_HEAD = '[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = "==3.11.*"\n'
+# Resolved for the image's Python and Linux only, as a service built into images may be: the mirror
+# holds that target's files, and a universal lock would also need other Pythons' wheels (numpy forks
+# for 3.14) and Windows-only dependencies (kombu's tzdata).
+_TAIL = '\n[tool.uv]\npackage = false\nenvironments = ["sys_platform == \'linux\'"]\n'
 PROJECTS = {
     # The "worker" service of the issue: numpy, pandas, scipy, pyarrow, celery, redis.
     "worker": _HEAD.format(name="worker") + 'dependencies = ["numpy", "pandas", "scipy", "pyarrow", "celery", '
@@ -84,7 +87,8 @@ PROJECTS = {
 BUILD_DEPS = _HEAD.format(name="build-deps") + 'dependencies = ["setuptools", "wheel"]\n' + _TAIL
 BASES = {"native": "base-cc"}  # the sdist service's base image carries a C compiler
 # The monorepo as one uv workspace: the same two services as members (virtual: nothing to build).
-WORKSPACE_ROOT = '[tool.uv.workspace]\nmembers = ["services/*"]\n'
+WORKSPACE_ROOT = ('[tool.uv.workspace]\nmembers = ["services/*"]\n'
+                  '[tool.uv]\nenvironments = ["sys_platform == \'linux\'"]\n')
 MEMBERS = {name: PROJECTS[name] for name in ("worker", "api")}
 SCENARIOS = {"a": ("worker", None), "b": ("native", None), "c": ("worker-bumped", "worker"), "d": ("api", None),
              "e": ("api", "worker"), "f": ("ws:api", "ws:worker")}

@@ -39,12 +39,13 @@ PROJECTS = {
     "datasci": """[project]
 name = "datasci-service"
 version = "0.1.0"
-requires-python = ">=3.11"
+requires-python = "==3.11.*"  # the image's Python: the mirror holds that target's files only
 dependencies = ["numpy", "pandas", "scipy", "pyarrow", "matplotlib", "scikit-learn", "requests", "rich",
                 "pydantic", "sqlalchemy", "httpx", "jinja2", "click", "pyyaml"]
 
 [tool.uv]
 package = false
+environments = ["sys_platform == 'linux'"]  # a service built into images; the mirror is Linux's
 """,
 }
 
