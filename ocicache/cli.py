@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "where the build's uv puts it, e.g. /app/.venv for WORKDIR /app; `auto`: read from "
                           "--dockerfile (WORKDIR, UV_PROJECT_ENVIRONMENT)")
     stk.add_argument("--venv-only", action="store_true",
-                     help="with --venv: the environment holds the packages' own files (uv's copy mode), one "
+                     help="with --venv: the environment holds the packages' own files (not links), one "
                           "layer per package (same digest in every image with that path), and the image carries "
                           "no cache: the smallest image and the fastest FROM; a build whose lock asks for a "
                           "package it lacks cannot install it offline")

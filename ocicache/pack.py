@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import tarfile
 from collections.abc import Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .oci import Digest
 from .tree import Entry, ancestors, read_chunks, rooted, with_parents
 
 _FLUSH_AT = 1 << 20  # the compressor is fed blocks of exactly this size (_HashingSink)
+_PARALLEL_PACK_BYTES = 64 << 20  # below this, one in-process packer beats starting workers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,3 +199,13 @@ def pack_layer(entries: Iterable[Entry], out_path: Path, codec: Codec, root: str
         uncompressed_size=sink.raw_size,
         media_type=codec.media_type,
     )
+
+
+def tar_workers(jobs: int, total_bytes: int) -> Executor:
+    """Where tar work (packing, applying layers) runs: `jobs` worker processes for `total_bytes` worth
+    of it, else one thread. Processes, because tarfile's per-member work holds the GIL: two threads
+    packed no faster than one on a 43-package image (3.1 s either way; 1.7 s with two processes)."""
+    if jobs > 1 and total_bytes >= _PARALLEL_PACK_BYTES:
+        # spawn, not fork: safe when ocicache runs inside a threaded program
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    return ThreadPoolExecutor(max_workers=1)

@@ -43,7 +43,7 @@ from .keys import group_key, package_key
 from .lock import Lock, read_lock
 from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache, unpacked_wheel_tree
 from .oci import Descriptor, Digest
-from .pack import PackedLayer, pack_layer
+from .pack import PackedLayer, pack_layer, tar_workers
 from .plan import (
     DEFAULT_BUCKETS,
     DEFAULT_MAX_LAYERS,
@@ -683,7 +683,8 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
             progress.step(f"--venv {opts.venv}: unchanged, reused")
         else:
             venv_layers = [(layer, BlobOrigin(path=path)) for layer, path in build_venv_layers(
-                venv.spec, base, blobs[len(base.layers):], target, codec, builder.scratch, venv.key, progress.step)]
+                venv.spec, base, blobs[len(base.layers):], target, codec, builder.scratch, venv.key, progress.step,
+                opts.jobs)]
         if opts.venv_only:  # the environment replaces the cache (which stays in the pool, if any)
             pool_only = [(layer, origin) for layer, (_, origin) in zip(layers, blobs[len(base.layers):], strict=True)
                          if layer.digest not in from_pool]
@@ -778,12 +779,8 @@ def _plan(trees_by_key: dict[str, PackageTree], keyed: list[tuple[Selected, str]
 
 def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str, blob_dir: Path, jobs: int,
                  state: _SharedState, progress: Progress) -> None:
-    """Pack `groups` into `blob_dir`, `jobs` at a time, biggest first; record each in `state.packed`.
-
-    Worker processes: tarfile's per-member work holds the GIL, and two threads measured no faster than
-    one on a 43-package image (3.1 s either way; 1.7 s with two processes). Small jobs stay in-process,
-    where starting workers would cost more than it saves.
-    """
+    """Pack `groups` into `blob_dir`, `jobs` at a time (`tar_workers`), biggest first; record each in
+    `state.packed`."""
     work = []
     for group in sorted(groups, key=lambda g: -sum(t.size for t in g.trees)):  # biggest first
         key = _layer_key(group, fmt_id)
@@ -791,7 +788,7 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str,
     if not work:
         return
     total = sum(t.size for g in groups for t in g.trees)
-    with _packers(min(jobs, len(work)) if total >= _PARALLEL_PACK_BYTES else 1) as executor:
+    with tar_workers(min(jobs, len(work)), total) as executor:
         futures = {executor.submit(pack_layer, entries, path, codec, root): (key, group, path)
                    for key, group, entries, path in work}
         for done, future in enumerate(as_completed(futures), 1):
@@ -811,16 +808,6 @@ def _packed(future: Future[PackedLayer], group: LayerGroup) -> PackedLayer:
     except BrokenExecutor:  # a packer process died (killed, out of memory)
         raise PopulateError(f"a packing process died while packing the layer of {names} (killed, or out of "
                             "memory?); no tag was written: run the push again") from None
-
-
-_PARALLEL_PACK_BYTES = 64 << 20  # below this, one in-process packer beats starting workers
-
-
-def _packers(jobs: int) -> Executor:
-    if jobs > 1:
-        # spawn, not fork: safe when ocicache runs inside a threaded program
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-    return ThreadPoolExecutor(max_workers=1)
 
 
 def _describe(group: LayerGroup, fmt_id: str, packed: PackedLayer) -> LayerDescription:

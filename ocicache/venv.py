@@ -5,7 +5,8 @@ every package (thousands of symlinks), and the builder then commits them as the 
 `--venv`, the push does that once: it lays the base image and the cache layers out in a scratch
 root, runs the pinned uv there (chroot, in a private mount namespace: the base image's own Python
 answers uv's interpreter query, as it would in the build), and packs the environment it made as
-one more layer (with `--venv-only`: installed in copy mode, split by each distribution's RECORD into
+one more layer (with `--venv-only`: installed with hardlinks into the scratch cache, so the packed files are the
+packages' own, as in copy mode, without a copy; split by each distribution's RECORD into
 one layer per package, and shipped instead of the cache). The build's `uv sync` then finds every
 package installed and does nothing; if the build asks for something else (another selection,
 another environment path, another interpreter), uv changes or recreates the environment as it
@@ -20,6 +21,7 @@ architecture on this machine (its Python runs here).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import posixpath
@@ -27,7 +29,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -40,7 +42,7 @@ from .compress import Codec
 from .dest import BlobOrigin
 from .errors import OcicacheError, UsageError
 from .oci import Descriptor
-from .pack import pack_layer
+from .pack import pack_layer, tar_workers
 from .populate import Narrowing, UvTool
 from .stack import BaseImage
 from .target import Target, host_oci_platform
@@ -74,11 +76,11 @@ class VenvSpec:
     lock_dir: Path
     narrowing: Narrowing
     uv: UvTool
-    files: bool = False  # --venv-only: the packages' own files (uv's copy mode), one layer per package
+    files: bool = False  # --venv-only: the packages' own files (hardlinked at push time), one layer per package
 
     def sync_args(self) -> list[str]:
         return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode",
-                "copy" if self.files else "symlink", *self.narrowing.export_args()]
+                "hardlink" if self.files else "symlink", *self.narrowing.export_args()]
 
 
 def venv_key(spec: VenvSpec, base: BaseImage, package_keys: Iterable[str], target: Target) -> str:
@@ -100,11 +102,11 @@ def package_layer_key(key: str, name: str) -> str:
 
 
 def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[Descriptor, BlobOrigin]],
-                      target: Target, codec: Codec, scratch: Path, key: str,
-                      step: Callable[[str], None]) -> list[tuple[LayerDescription, Path]]:
+                      target: Target, codec: Codec, scratch: Path, key: str, step: Callable[[str], None],
+                      jobs: int = 1) -> list[tuple[LayerDescription, Path]]:
     """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment: one
-    layer of links, or (`spec.files`) uv's own files then one layer per installed package (the
-    caller has checked `check_can_install` for `target` before any work)."""
+    layer of links, or (`spec.files`) uv's own files then one layer per installed package, `jobs`
+    packed at once (the caller has checked `check_can_install` for `target` before any work)."""
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
@@ -112,12 +114,7 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
         step(f"--venv {spec.path}: laying out the base image and the cache")
         for desc in base.layers:
             _apply_layer(lambda d=desc: base.source.open_blob(d.digest), desc, rootfs, f"--base {base.reference}")
-        # the cache layers hold disjoint files (a package's archive, its pointers): applied at once,
-        # decompression and hashing release the GIL
-        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-            for done in [pool.submit(_apply_layer, _opener(desc, origin), desc, rootfs, "the cache")
-                         for desc, origin in cache_layers]:
-                done.result()
+        _apply_cache(cache_layers, rootfs, scratch / "venv-cache-blobs", jobs)
         step(f"--venv {spec.path}: uv {spec.uv.version} sync in the base image")
         _run_uv(spec, base, target, rootfs)
         venv = rootfs / spec.path.lstrip("/")
@@ -126,15 +123,26 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
         parent, name = posixpath.split(spec.path.lstrip("/"))
         entries = list(walk_tree(venv, name))
         groups = _split_by_package(venv, entries, name) if spec.files else {None: entries}
+        step(f"--venv {spec.path}: packing {len(groups)} layer{'s' if len(groups) > 1 else ''}")
         built = []
-        for dist, members in groups.items():
-            layer_key = package_layer_key(key, dist[0]) if dist else key
-            out = scratch / "blobs" / f"{layer_key}.layer"
-            packed = pack_layer(with_parents(members) if spec.files else members, out, codec, root=parent)
-            packages = ({"name": dist[0], "version": dist[1]},) if dist else ()
-            built.append((LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
-                                           media_type=packed.media_type, kind=VENV_KIND, key=layer_key,
-                                           packages=packages), out))
+        with tar_workers(min(jobs, len(groups)), sum(e.size for e in entries)) as executor:
+            futures = []
+            for dist, members in groups.items():
+                layer_key = package_layer_key(key, dist[0]) if dist else key
+                out = scratch / "blobs" / f"{layer_key}.layer"
+                futures.append((dist, layer_key, out, executor.submit(
+                    pack_layer, with_parents(members) if spec.files else members, out, codec, parent)))
+            for dist, layer_key, out, future in futures:
+                try:
+                    packed = future.result()
+                except (OSError, BrokenExecutor) as exc:  # a file gone, a packer process killed
+                    what = dist[0] if dist else "uv's own files"
+                    raise OcicacheError(f"--venv {spec.path}: cannot pack the layer of {what}: "
+                                        f"{exc or 'a packing process died'}") from None
+                packages = ({"name": dist[0], "version": dist[1]},) if dist else ()
+                built.append((LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
+                                               media_type=packed.media_type, kind=VENV_KIND, key=layer_key,
+                                               packages=packages), out))
     finally:
         _remove_root(rootfs)
     return built
@@ -205,13 +213,38 @@ def _tools() -> dict[str, str]:
     return found
 
 
-def _opener(desc: Descriptor, origin: BlobOrigin) -> Callable[[], BinaryIO]:
-    if origin.path is not None:
-        path = origin.path
-        return lambda: open(path, "rb")
-    source = origin.source
-    assert source is not None, f"no origin for {desc.digest}"
-    return lambda: source.open_blob(desc.digest)
+def _apply_cache(cache_layers: list[tuple[Descriptor, BlobOrigin]], rootfs: Path, fetched: Path, jobs: int) -> None:
+    """The cache layers hold disjoint files (a package's archive, its pointers), so they are applied
+    `jobs` at a time, in worker processes (`tar_workers`), each from a local file: a blob from the
+    pool is fetched first, as it arrives (its digests are checked while it is applied)."""
+    fetched.mkdir(parents=True, exist_ok=True)
+
+    def local(desc: Descriptor, origin: BlobOrigin) -> Path:
+        if origin.path is not None:
+            return origin.path
+        assert origin.source is not None, f"no origin for {desc.digest}"
+        path = fetched / desc.digest.hex
+        with origin.source.open_blob(desc.digest) as src, open(path, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        return path
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="ocicache-fetch") as fetch, \
+                tar_workers(jobs, sum(desc.size for desc, _ in cache_layers)) as apply:
+            fetches = [(desc, fetch.submit(local, desc, origin)) for desc, origin in cache_layers]
+            applied = [apply.submit(_apply_layer_file, fetching.result(), desc, rootfs) for desc, fetching in fetches]
+            for done in applied:
+                try:
+                    done.result()
+                except BrokenExecutor:
+                    raise OcicacheError("a process applying the cache layers died (killed, or out of memory?)") \
+                        from None
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
+
+
+def _apply_layer_file(path: Path, desc: Descriptor, rootfs: Path) -> None:
+    _apply_layer(functools.partial(open, path, "rb"), desc, rootfs, "the cache")
 
 
 def _run_uv(spec: VenvSpec, base: BaseImage, target: Target, rootfs: Path) -> None:
