@@ -7,6 +7,7 @@ Nothing is downloaded but the manifest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,13 @@ class CheckResult:
 
 def check_image(image: str, lock_path: Path, *, platform: str | None, python: str | None,
                 python_platform: str | None, narrowing: Narrowing, uv_version: str | None,
-                options: RegistryOptions | None = None, build_problems: list[str] | None = None,
+                options: RegistryOptions | None = None, build_problems: Callable[..., list[str]] | None = None,
                 build_cache_dir: str | None = None, require_key: Path | None = None,
                 build_bytecode: tuple[bool, str | None] | None = None,
                 build_no_binary: BuildSettings | None = None, build_environment: str | None = None) -> CheckResult:
     """`uv_version`: the release the build runs (None: not checked); `build_problems`: what the
-    Dockerfile does wrong with the cache (consumer.py), reported with the rest; `build_bytecode`:
+    Dockerfile does wrong with the cache (consumer.py's `Consumer.problems`, told with `installed=`
+    whether the image holds the installed environment), reported with the rest; `build_bytecode`:
     whether the build compiles bytecode, and its link mode (advice on --compile-bytecode);
     `build_no_binary`: the packages the build's uv step builds from sdists (--no-binary-package);
     `build_environment`: where the build's `uv sync` puts the environment (advice on --venv)."""
@@ -63,9 +65,9 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
 
             require_signature(image, require_key)
     annotations = image.annotations
-    problems = list(build_problems or [])
     stacked_root = annotations.get(oci.A_STACK_ROOT)
     venv_only = image.venv_only
+    problems = build_problems(installed=venv_only) if build_problems else []
     installed = annotations.get(oci.A_STACK_VENV)
     if venv_only and build_environment is not None and build_environment != installed:
         problems.append(f"the image holds the environment at {str(installed)[:200]} and no uv cache (push "

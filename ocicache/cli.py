@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -395,7 +396,7 @@ def _push(args: argparse.Namespace) -> int:
             raise UsageError(f"--base: the build runs as {consumers[0].user}, and a stacked cache is owned by root "
                              "(uv must write to its cache); run the uv step as root, or drop --base")
         if not args.destination.startswith("oci:"):
-            for problem in consumers[0].problems(args.destination):
+            for problem in consumers[0].problems(args.destination, installed=bool(args.venv_only)):
                 print(f"ocicache: warning: {problem}", file=sys.stderr)
     opts = PushOptions(lock=args.lock, destination=args.destination, platforms=tuple(args.platform),
                        python=python, python_platforms=python_platforms, narrowing=narrowing,
@@ -545,7 +546,7 @@ def _check(args: argparse.Namespace) -> int:
         python=args.python or (consumer.python if consumer else None),
         python_platform=args.python_platform or (consumer.python_platform if consumer else None),
         uv_version=args.uv_version or (consumer.uv_version if consumer else None),
-        build_problems=consumer.problems(args.reference) if consumer else [],
+        build_problems=functools.partial(consumer.problems, args.reference) if consumer else None,
         build_cache_dir=consumer.cache_dir if consumer else None, require_key=_required_key(args),
         build_bytecode=(consumer.compile_bytecode, consumer.link_mode) if consumer else None,
         build_no_binary=consumer.no_binary if consumer else None,

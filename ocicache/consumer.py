@@ -60,12 +60,14 @@ class Consumer:
         """The uv step's stage starts FROM `image` (a stacked cache image: push --base)."""
         return _normal(self.base_image) == _normal(image)
 
-    def problems(self, image: str) -> list[str]:
-        """What keeps this build from using `image` (the checked cache image), beyond the packages."""
+    def problems(self, image: str, *, installed: bool = False) -> list[str]:
+        """What keeps this build from using `image` (the checked cache image), beyond the packages;
+        `installed`: the image holds the environment's own files (push --venv-only), so a build FROM it
+        links nothing, whatever its link mode."""
         where = f"{self.dockerfile}"
         wanted = _normal(image)
         out = []
-        if self.link_mode == "symlink" and self.copied_from:
+        if self.link_mode == "symlink" and self.copied_from and not (installed and self.stacked_on(image)):
             out.append(f"{where}:{self.copied_from[0]}: the uv step (line {self.step_line}) links the venv's packages "
                        f"into the cache (--link-mode symlink), and this COPY --from takes files out of that stage "
                        "without the cache: the copied venv has dangling links; use --link-mode copy there, or "

@@ -386,3 +386,17 @@ def test_check_pull_and_verify_read_a_venv_only_image(venv_only, build_setup, ma
     assert verify.returncode == 0, verify.stdout + verify.stderr
     run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--venv-only", check=False)
     assert run.returncode == 2 and "--venv-only" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_check_does_not_warn_of_dangling_links_when_the_image_holds_the_environment(venv_only, build_setup,
+                                                                                   tmp_path):
+    """A build FROM a --venv-only image links nothing (the environment is installed, as real files),
+    so copying the venv into another stage is safe even with --link-mode symlink (the build's own
+    run proves it above: copied-ok); the same Dockerfile on a cache image is warned of (test_stack)."""
+    body = (f"FROM {venv_only['ref']} AS build\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            "RUN uv sync --frozen --offline --no-install-project --link-mode symlink\n"
+            f"FROM {build_setup['base']}\nCOPY --from=build /app/.venv /app/.venv\n")
+    context = build_context(tmp_path, build_setup["lock"], body)
+    run = run_ocicache("check", venv_only["ref"], build_setup["lock"], "--dockerfile", context / "Dockerfile",
+                       "--json", check=False)
+    assert run.returncode == 0 and run.json()["problems"] == [], run.stdout + run.stderr
