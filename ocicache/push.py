@@ -64,7 +64,7 @@ from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
 from .uvcache.unzip import NotPlainWheelError
-from .venv import VENV_KIND, VenvSpec, build_venv_layers, check_can_install, package_layer_key, venv_key
+from .venv import VENV_KIND, VenvSpec, build_venv_layers, check_can_install, layer_order, package_layer_key, venv_key
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -719,7 +719,7 @@ def _target_annotations(opts: PushOptions, uv: UvTool, formats: FormatSet, targe
 class _VenvPlan:
     spec: VenvSpec
     key: str
-    layer_keys: list[str]  # the environment's layers: one, or (--venv-only) uv's own then one per package
+    layer_keys: list[str]  # the environment's layers: one, or (--venv-only) uv's own and one per package
 
 
 def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
@@ -735,8 +735,11 @@ def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
 def _known_venv(plan: _VenvPlan, known: KnownLayers) -> list[tuple[LayerDescription, BlobOrigin]] | None:
     """The environment's layers, if an earlier push made every one of them."""
     found = [known.layer(k) for k in plan.layer_keys]
-    return [(LayerDescription.from_descriptor(k.descriptor), BlobOrigin(source=k.origin))
-            for k in found if k is not None] if all(found) else None
+    if not all(found):
+        return None
+    layers = {k.descriptor.digest: (LayerDescription.from_descriptor(k.descriptor), BlobOrigin(source=k.origin))
+              for k in found if k is not None}
+    return [layers[layer.digest] for layer in layer_order([layer for layer, _ in layers.values()])]
 
 
 def _read_base(value: str, target: Target, endpoints: Endpoints, progress: Progress) -> BaseImage:

@@ -49,8 +49,8 @@ from .target import Target, host_oci_platform
 from .tree import Entry, walk_tree, with_parents
 from .unpack import open_layer
 
-__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "package_layer_key",
-           "venv_key"]
+__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "layer_order",
+           "package_layer_key", "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
 _WHITEOUT = ".wh."
@@ -105,8 +105,9 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
                       target: Target, codec: Codec, scratch: Path, key: str, step: Callable[[str], None],
                       jobs: int = 1) -> list[tuple[LayerDescription, Path]]:
     """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment: one
-    layer of links, or (`spec.files`) uv's own files then one layer per installed package, `jobs`
-    packed at once (the caller has checked `check_can_install` for `target` before any work)."""
+    layer of links, or (`spec.files`) one layer per installed package and one of uv's own files, in
+    `layer_order`, `jobs` packed at once (the caller has checked `check_can_install` for `target`
+    before any work)."""
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
@@ -145,7 +146,19 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
                                                packages=packages), out))
     finally:
         _remove_root(rootfs)
-    return built
+    paths = {layer.digest: path for layer, path in built}
+    return [(layer, paths[layer.digest]) for layer in layer_order([layer for layer, _ in built])]
+
+
+def layer_order(layers: list[LayerDescription]) -> list[LayerDescription]:
+    """A --venv-only environment's layers in image order: the packages biggest first (compressed
+    size, then name: the same order from the same bytes), then uv's own files and the directories.
+    A builder reuses a layer only under an unchanged chain below it, so on a warm runner a bump
+    re-applies the bumped package, the smaller ones above it, and uv's layer (which names every
+    `.dist-info` directory, so it changes with any bump): never the big packages below."""
+    packages = sorted((layer for layer in layers if layer.packages),
+                      key=lambda layer: (-layer.size, str(layer.packages[0]["name"])))
+    return [*packages, *(layer for layer in layers if not layer.packages)]
 
 
 def _split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[str, str] | None, list[Entry]]:

@@ -311,7 +311,10 @@ def test_venv_only_is_one_layer_per_package_no_cache_and_a_repush_makes_nothing(
     ours = [layer for layer in manifest["layers"] if "dev.ocicache.layer.key" in layer.get("annotations", {})]
     assert {layer["annotations"]["dev.ocicache.layer.kind"] for layer in ours} == {"venv"}
     named = [json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]")) for layer in ours]
-    assert named[0] == [] and [p[0]["name"] for p in named[1:]] == PACKAGES  # uv's own files, then each package
+    # each package, biggest first (a bump leaves the big ones below it in place), then uv's own files
+    assert sorted(p[0]["name"] for p in named[:-1]) == PACKAGES and named[-1] == [], named
+    sizes = [layer["size"] for layer in ours[:-1]]
+    assert sizes == sorted(sizes, reverse=True) and named[0][0]["name"] == "heavy", sizes
     for layer, packages in zip(ours, named, strict=True):
         paths = _layer_paths(str(venv_only["ref"]), layer["digest"])
         assert paths and all(p in ("app", "app/.venv") or p.startswith("app/.venv/") for p in paths), paths[:5]
@@ -400,3 +403,23 @@ def test_check_does_not_warn_of_dangling_links_when_the_image_holds_the_environm
     run = run_ocicache("check", venv_only["ref"], build_setup["lock"], "--dockerfile", context / "Dockerfile",
                        "--json", check=False)
     assert run.returncode == 0 and run.json()["problems"] == [], run.stdout + run.stderr
+
+
+def test_a_bump_keeps_the_bigger_packages_layers_at_the_bottom_of_a_venv_only_image(venv_only, build_setup,
+                                                                                    make_project, tmp_path):
+    """A builder reuses a layer only under an unchanged chain below it: a small package's bump must
+    leave the bigger packages' layers (and so the warm runner's copy of them) in place."""
+    layers = {}
+    for version in ("1.0", "2.0"):
+        lock = make_project(tmp_path / version, ["heavy", "small-a", f"gc-beta=={version}"])
+        ref = f"{venv_only['host']}/venv/bump:{version}"
+        run_ocicache("push", lock, ref, "--base", build_setup["base"], "--venv", VENV, "--venv-only")
+        layers[version] = [(layer["digest"], json.loads(layer.get("annotations", {}).get("dev.ocicache.layer.packages",
+                                                                                      "[]")))
+                           for layer in _raw_manifest(ref)["layers"]]
+    before, after = layers["1.0"], layers["2.0"]
+    shared = next(i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a[0] != b[0])
+    kept = {p[0]["name"] for _, p in before[:shared] if p}
+    assert "heavy" in kept and "gc-beta" not in kept, (before, after)
+    # uv's own layer comes last, and changes (it holds the new .dist-info directory)
+    assert before[-1][1] == after[-1][1] == [] and before[-1][0] != after[-1][0]
