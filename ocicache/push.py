@@ -627,6 +627,9 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
     trees |= {k: PackageTree(package=known.packages[k].ref, known_size=known.packages[k].size)
               for _, k in keyed if k not in trees and k in known.packages}
     to_populate = [(s, k) for s, k in keyed if k not in trees]
+    if root and to_populate:
+        trees |= _rerooted(to_populate, root, bytecode, target, codec, builder, known, pool)
+        to_populate = [(s, k) for s, k in keyed if k not in trees]
     early = _EarlyPacker(builder, target, to_populate, codec, space, root, opts.solo_threshold,
                          solo_slots(max_layers, opts.buckets))
     for tree in builder.populate(to_populate, target, early if opts.jobs > 1 else None):
@@ -730,6 +733,23 @@ def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
     key = venv_key(spec, base, [k for _, k in keyed], target)
     names = sorted({canonicalize_name(s.name) for s, _ in keyed})
     return _VenvPlan(spec, key, [key, *(package_layer_key(key, n) for n in names)] if spec.files else [key])
+
+
+def _rerooted(keyed: list[tuple[Selected, str]], root: str, bytecode: str, target: Target, codec: Codec,
+              builder: _Builder, known: KnownLayers, pool: Pool | None) -> dict[str, PackageTree]:
+    """For a stacked push (cache under `root`): the packages of `keyed` known only from a plain
+    cache image (--cache-from, the pool), taken out of that layer instead of downloaded or built
+    again. The files are the same bytes wherever the cache sits; only their layer's paths differ,
+    so the tree is re-packed under `root` with its own key."""
+    plain = {k: package_key(s, builder.formats, codec, target, "", bytecode) for s, k in keyed}
+    if pool is not None:
+        pool.lookup(plain.values(), known)
+    found = {k: known.packages[p] for k, p in plain.items() if p in known.packages}
+    if not found:
+        return {}
+    trees = {t.package.key: t for t in builder.extract(list(found.values()), target) if t.package}
+    return {k: dataclasses.replace(trees[pkg.ref.key], package=dataclasses.replace(pkg.ref, key=k))
+            for k, pkg in found.items()}
 
 
 def _known_venv(plan: _VenvPlan, known: KnownLayers) -> list[tuple[LayerDescription, BlobOrigin]] | None:

@@ -193,3 +193,17 @@ def test_the_pushed_final_image_reuses_the_stacked_layers(builder, stacked, buil
     final_layers = [layer["digest"] for layer in _manifest(final)["layers"]]
     assert final_layers[:len(stacked_layers)] == stacked_layers
     assert len(final_layers) > len(stacked_layers)  # the build's own layers (WORKDIR, COPY, RUN) after them
+
+
+def test_a_stacked_push_takes_the_packages_of_a_cache_image_in_its_pool_instead_of_building_them(
+        stacked, build_setup):
+    """The team's cache image is in the pool: the first stacked push of the same lock re-roots its
+    packages (the same files under /root/.cache/uv) instead of downloading and building them again
+    (the sdists and the git package), and the image is the one a populating push makes."""
+    pool = f"{stacked['host']}/stack/reroot-pool"
+    run_ocicache("push", build_setup["lock"], f"{stacked['host']}/stack/reroot-cache:1", "--pool", pool)
+    pushed = run_ocicache("push", build_setup["lock"], f"{stacked['host']}/stack/reroot:1", "--base",
+                          build_setup["base"], "--pool", pool, "--json").json()
+    assert pushed["packages_populated"] == 0 and pushed["packages_extracted"] == 5, pushed
+    assert [layer["digest"] for layer in _manifest(f"{stacked['host']}/stack/reroot:1")["layers"]] == \
+        [layer["digest"] for layer in _manifest(stacked["ref"])["layers"]]
