@@ -395,7 +395,7 @@ def test_extraction_refuses_writing_through_an_inside_link_that_points_out(tmp_p
 
 
 def test_worker_processes_pack_the_same_bytes_as_in_process(tmp_path, monkeypatch):
-    from ocicache import push
+    from ocicache import pack, push
     from ocicache.plan import LayerGroup
     from ocicache.progress import Progress
 
@@ -406,7 +406,7 @@ def test_worker_processes_pack_the_same_bytes_as_in_process(tmp_path, monkeypatc
         groups.append(LayerGroup(kind="package", name=f"p{i}", trees=(PackageTree(package=ref, entries=entries),)))
     results = {}
     for label, threshold in (("in-process", 1 << 62), ("workers", 0)):
-        monkeypatch.setattr(push, "_PARALLEL_PACK_BYTES", threshold)
+        monkeypatch.setattr(pack, "_PARALLEL_PACK_BYTES", threshold)
         state = push._SharedState()
         blob_dir = tmp_path / label
         blob_dir.mkdir()
