@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ocicache
+from tests.conftest import hermetic_env, ocicache
 from tests.support.pkgindex import PackageIndex
 
 
@@ -120,14 +120,15 @@ def test_a_failed_push_leaves_an_existing_layout_untouched(make_project, tmp_pat
 
     lock_2 = ProjectFactory(gone, tmp_path / "lock-cache")(tmp_path / "project-2", ["vanishing"])
     gone.close()
-    run = ocicache("push", lock_2, f"oci:{layout}:v2", check=False)
+    no_retries = hermetic_env(UV_HTTP_RETRIES="0")  # uv's retries of a dead index only cost time here
+    run = ocicache("push", lock_2, f"oci:{layout}:v2", check=False, env=no_retries)
     _assert_one_line_error(run, "uv pip install")
     assert (layout / "index.json").read_bytes() == index_before
     assert sorted(os.listdir(layout / "blobs" / "sha256")) == blobs_before
     assert [p.name for p in layout.iterdir() if p.name.startswith(".")] == []
 
     # and a new layout is not created at all
-    run = ocicache("push", lock_2, f"oci:{tmp_path / 'new'}:v1", check=False)
+    run = ocicache("push", lock_2, f"oci:{tmp_path / 'new'}:v1", check=False, env=no_retries)
     assert run.returncode != 0 and not (tmp_path / "new").exists()
     _no_partial(tmp_path)
 
