@@ -12,12 +12,13 @@ import io
 import multiprocessing
 import tarfile
 from collections.abc import Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .bytecode import pyc_bytes
 from .compress import Codec, Compressor
+from .errors import PopulateError
 from .oci import Digest
 from .tree import Entry, ancestors, read_chunks, rooted, with_parents
 
@@ -209,3 +210,15 @@ def tar_workers(jobs: int, total_bytes: int) -> Executor:
         # spawn, not fork: safe when ocicache runs inside a threaded program
         return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     return ThreadPoolExecutor(max_workers=1)
+
+
+def packed_result(future: Future[PackedLayer], what: str) -> PackedLayer:
+    """A `tar_workers` packing's layer, or one clear error naming `what` it held (a file gone, a
+    corrupt wheel, a worker killed)."""
+    try:
+        return future.result()
+    except OSError as exc:
+        raise PopulateError(f"cannot pack the layer of {what}: {exc}") from None
+    except BrokenExecutor:  # a packer process died (killed, out of memory)
+        raise PopulateError(f"a packing process died while packing the layer of {what} (killed, or out of "
+                            "memory?); no tag was written: run the push again") from None

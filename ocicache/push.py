@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from .keys import group_key, package_key
 from .lock import Lock, read_lock
 from .normalise import NormaliseError, WheelWatch, base_tree, normalise_cache, unpacked_wheel_tree
 from .oci import Descriptor, Digest
-from .pack import PackedLayer, pack_layer, tar_workers
+from .pack import PackedLayer, pack_layer, packed_result, tar_workers
 from .plan import (
     DEFAULT_BUCKETS,
     DEFAULT_MAX_LAYERS,
@@ -402,7 +402,7 @@ class _EarlyPacker:
         """Record the early layers of `keys` (waiting for the one in progress)."""
         for key in keys:
             group, path, future = self.started[key]
-            packed = _packed(future, group)
+            packed = packed_result(future, ", ".join(t.name for t in group.trees))
             state.packed[key] = (_describe(group, self.space, packed), path)
             state.packed_early += 1
 
@@ -816,21 +816,9 @@ def _pack_groups(groups: list[LayerGroup], codec: Codec, fmt_id: str, root: str,
                    for key, group, entries, path in work}
         for done, future in enumerate(as_completed(futures), 1):
             key, group, path = futures[future]
-            packed = _packed(future, group)
+            packed = packed_result(future, ", ".join(t.name for t in group.trees))
             state.packed[key] = (_describe(group, fmt_id, packed), path)
             progress.count("layers packed", done, len(work))
-
-
-def _packed(future: Future[PackedLayer], group: LayerGroup) -> PackedLayer:
-    """The packed layer, or one clear error naming the packages (a file gone, a corrupt wheel)."""
-    names = ", ".join(t.name for t in group.trees)
-    try:
-        return future.result()
-    except OSError as exc:
-        raise PopulateError(f"cannot pack the layer of {names}: {exc}") from None
-    except BrokenExecutor:  # a packer process died (killed, out of memory)
-        raise PopulateError(f"a packing process died while packing the layer of {names} (killed, or out of "
-                            "memory?); no tag was written: run the push again") from None
 
 
 def _describe(group: LayerGroup, fmt_id: str, packed: PackedLayer) -> LayerDescription:

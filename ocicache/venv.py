@@ -5,12 +5,13 @@ every package (thousands of symlinks), and the builder then commits them as the 
 `--venv`, the push does that once: it lays the base image and the cache layers out in a scratch
 root, runs the pinned uv there (chroot, in a private mount namespace: the base image's own Python
 answers uv's interpreter query, as it would in the build), and packs the environment it made as
-one more layer (with `--venv-only`: installed with hardlinks into the scratch cache, so the packed files are the
-packages' own, as in copy mode, without a copy; split by each distribution's RECORD into
-one layer per package, and shipped instead of the cache). The build's `uv sync` then finds every
-package installed and does nothing; if the build asks for something else (another selection,
-another environment path, another interpreter), uv changes or recreates the environment as it
-always does, from the cache below it (with `--venv-only` there is none: offline, that fails).
+one more layer (with `--venv-only`: installed with hardlinks into the scratch cache, so the
+packed files are the packages' own, as in copy mode, without a copy; split by each
+distribution's RECORD into one layer per package, and shipped instead of the cache). The
+build's `uv sync` then finds every package installed and does nothing; if the build asks for
+something else (another selection, another environment path, another interpreter), uv changes or
+recreates the environment as it always does, from the cache below it (with `--venv-only` there
+is none: offline, that fails).
 
 The layer holds links into the cache and uv's own files (`pyvenv.cfg`, activation scripts, entry
 points); its key is the base image, the cache's package keys, the path, the uv release and the selection,
@@ -42,7 +43,7 @@ from .compress import Codec
 from .dest import BlobOrigin
 from .errors import OcicacheError, UsageError
 from .oci import Descriptor
-from .pack import pack_layer, tar_workers
+from .pack import pack_layer, packed_result, tar_workers
 from .populate import Narrowing, UvTool
 from .stack import BaseImage
 from .target import Target, host_oci_platform
@@ -134,12 +135,7 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
                 futures.append((dist, layer_key, out, executor.submit(
                     pack_layer, with_parents(members) if spec.files else members, out, codec, parent)))
             for dist, layer_key, out, future in futures:
-                try:
-                    packed = future.result()
-                except (OSError, BrokenExecutor) as exc:  # a file gone, a packer process killed
-                    what = dist[0] if dist else "uv's own files"
-                    raise OcicacheError(f"--venv {spec.path}: cannot pack the layer of {what}: "
-                                        f"{exc or 'a packing process died'}") from None
+                packed = packed_result(future, dist[0] if dist else f"the environment {spec.path}")
                 packages = ({"name": dist[0], "version": dist[1]},) if dist else ()
                 built.append((LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
                                                media_type=packed.media_type, kind=VENV_KIND, key=layer_key,
@@ -228,8 +224,9 @@ def _tools() -> dict[str, str]:
 
 def _apply_cache(cache_layers: list[tuple[Descriptor, BlobOrigin]], rootfs: Path, fetched: Path, jobs: int) -> None:
     """The cache layers hold disjoint files (a package's archive, its pointers), so they are applied
-    `jobs` at a time, in worker processes (`tar_workers`), each from a local file: a blob from the
-    pool is fetched first, as it arrives (its digests are checked while it is applied)."""
+    `jobs` at a time, in worker processes (`tar_workers`: faster than threads, alternating A/B in
+    docs/benchmarks.md), each from a local file: a blob from the pool is fetched to the scratch
+    directory first, as it arrives (its digests are checked while it is applied)."""
     fetched.mkdir(parents=True, exist_ok=True)
 
     def local(desc: Descriptor, origin: BlobOrigin) -> Path:

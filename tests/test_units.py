@@ -543,16 +543,14 @@ def test_a_packer_process_that_dies_is_one_clear_error():
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
-    from types import SimpleNamespace
 
     from ocicache.errors import PopulateError
-    from ocicache.push import _packed
+    from ocicache.pack import packed_result
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         future = pool.submit(os._exit, 9)
-        group = SimpleNamespace(trees=[SimpleNamespace(name="numpy"), SimpleNamespace(name="pandas")])
         with pytest.raises(PopulateError, match=r"packing process died .* numpy, pandas .*run the push again"):
-            _packed(future, group)  # type: ignore[arg-type]
+            packed_result(future, "numpy, pandas")
 
 
 def test_project_settings_are_read_where_uv_reads_them(tmp_path):
