@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .compress import CODEC_NAMES
 from .dest.options import RegistryOptions
 from .errors import OcicacheError, UsageError
 from .inspect import format_size
@@ -95,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"buckets for small packages (default: {DEFAULT_BUCKETS})")
     lay.add_argument("--solo-threshold", type=_size, default=DEFAULT_SOLO_THRESHOLD, metavar="SIZE",
                      help="packages at least this big (unpacked) get a layer of their own (default: 1MiB)")
-    lay.add_argument("--compression", choices=["gzip", "zstd"], default="gzip",
-                     help="layer codec (default: gzip, readable by every builder)")
+    lay.add_argument("--compression", choices=CODEC_NAMES, default="gzip",
+                     help="layer codec (default: gzip, readable by every builder; zstd: buildah, podman, "
+                          "Docker >= 23; none: uncompressed tar, for builders that pull from a registry on a "
+                          "fast local network, docs/dockerfile-patterns.md)")
     reuse = push.add_argument_group("reuse (known packages are neither downloaded nor built; blobs are mounted)")
     reuse.add_argument("--cache-from", action="append", default=[], metavar="REF",
                        help="an earlier cache image whose layers may be reused (repeatable; any repository "

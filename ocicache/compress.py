@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .oci import LAYER_GZIP_MEDIA_TYPE, LAYER_ZSTD_MEDIA_TYPE
+from .oci import LAYER_GZIP_MEDIA_TYPE, LAYER_TAR_MEDIA_TYPE, LAYER_ZSTD_MEDIA_TYPE
 
-CompressionName = Literal["gzip", "zstd"]
+CompressionName = Literal["gzip", "zstd", "none"]
+CODEC_NAMES: tuple[CompressionName, ...] = ("gzip", "zstd", "none")
 
 # isal level 2: faster than level 1 here and a better ratio (docs/decisions.md, measured 506 vs 432 MB/s).
 GZIP_LEVEL = 2
@@ -45,9 +46,23 @@ class Codec:
             # wbits 31: gzip framing; isal writes mtime 0, no file name, OS byte 0xff.
             return _HistoryPrimedGzip(isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, 31),
                                       isal_zlib.Z_SYNC_FLUSH)
+        if self.name == "none":
+            return _Identity()
         import zstandard
 
         return zstandard.ZstdCompressor(level=self.level, threads=0).compressobj()
+
+
+class _Identity:
+    """`none`: the blob is the tar itself (its digest is its diff_id)."""
+
+    __slots__ = ()
+
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
 
 
 # ISA-L 2.32's level 1/2 x86 body (igzip_icf_body_h1_gr_bt.asm, `.write_first_byte`) hashes input
@@ -96,4 +111,6 @@ def get_codec(name: str) -> Codec:
         import zstandard
 
         return Codec("zstd", LAYER_ZSTD_MEDIA_TYPE, ZSTD_LEVEL, f"zstandard-{zstandard.__version__}")
-    raise ValueError(f"unknown compression {name!r} (choose gzip or zstd)")
+    if name == "none":
+        return Codec("none", LAYER_TAR_MEDIA_TYPE, 0, "tar")
+    raise ValueError(f"unknown compression {name!r} (choose {', '.join(CODEC_NAMES)})")

@@ -13,6 +13,7 @@ INDEX_MEDIA_TYPE: Final = "application/vnd.oci.image.index.v1+json"
 CONFIG_MEDIA_TYPE: Final = "application/vnd.oci.image.config.v1+json"
 LAYER_GZIP_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_ZSTD_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
+LAYER_TAR_MEDIA_TYPE: Final = "application/vnd.oci.image.layer.v1.tar"  # uncompressed
 
 # distribution refuses bigger manifests; a reader stops there instead of holding whatever it is sent
 MAX_MANIFEST_BYTES: Final = 4 << 20

@@ -28,7 +28,8 @@ _OCI_LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": oci.LAYER_GZIP_MEDIA_TYPE,
     "application/vnd.oci.image.layer.v1.tar+gzip": oci.LAYER_GZIP_MEDIA_TYPE,
     "application/vnd.oci.image.layer.v1.tar+zstd": oci.LAYER_ZSTD_MEDIA_TYPE,
-    "application/vnd.oci.image.layer.v1.tar": "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.diff.tar": oci.LAYER_TAR_MEDIA_TYPE,
+    oci.LAYER_TAR_MEDIA_TYPE: oci.LAYER_TAR_MEDIA_TYPE,
 }
 
 

@@ -101,6 +101,7 @@ STACKED_PUSH_ARGS = {
     # the environment's own files, one layer per package, and no cache: the build's uv sync does nothing
     "stacked-venv-only": ["--venv", "/app/.venv", "--venv-only"],
     "stacked-venv-only-zstd": ["--venv", "/app/.venv", "--venv-only", "--compression", "zstd"],  # Docker >= 23
+    "stacked-venv-only-tar": ["--venv", "/app/.venv", "--venv-only", "--compression", "none"],  # no codec at all
 }
 VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]

@@ -36,7 +36,8 @@ def test_bench_build_variants_use_their_images():
     images = {"base": "reg/base", "worker:cache": "reg/worker-cache", "worker:stacked": "reg/worker-stacked",
               "worker:stacked-zstd": "reg/worker-stacked-zstd", "worker:stacked-one": "reg/worker-stacked-one",
               "worker:stacked-venv": "reg/worker-stacked-venv", "worker:stacked-venv-only": "reg/worker-venv-only",
-              "worker:stacked-venv-only-zstd": "reg/worker-venv-only-zstd"}
+              "worker:stacked-venv-only-zstd": "reg/worker-venv-only-zstd",
+              "worker:stacked-venv-only-tar": "reg/worker-venv-only-tar"}
     files = {v: bench.dockerfile(v, images, "worker") for v in bench.VARIANTS}
     assert files["guide"].startswith("FROM reg/base\n") and "type=cache" in files["guide"]
     assert "FROM reg/worker-cache AS uvcache" in files["bind"] and "--offline" in files["bind"]
@@ -50,6 +51,9 @@ def test_bench_build_variants_use_their_images():
     assert files["stacked-venv-only"].startswith("FROM reg/worker-venv-only\n")
     assert bench.STACKED_PUSH_ARGS["stacked-venv-only"] == ["--venv", "/app/.venv", "--venv-only"]
     assert bench.STACKED_PUSH_ARGS["stacked-venv-only-zstd"][-2:] == ["--compression", "zstd"]
+    assert bench.STACKED_PUSH_ARGS["stacked-venv-only-tar"][-2:] == ["--compression", "none"]
+    assert files["stacked-venv-only-tar"].startswith("FROM reg/worker-venv-only-tar\n")
     assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS)
-    assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd"} & set(
+    assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd",
+                "stacked-venv-only-tar"} & set(
         bench.DEFAULT_VARIANTS)

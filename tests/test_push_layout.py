@@ -168,6 +168,28 @@ def test_zstd_layers(make_project, tmp_path):
     subprocess.run([skopeo, "inspect", f"oci:{layout}:z"], check=True, capture_output=True)
 
 
+def test_uncompressed_layers_are_their_own_diff_ids_and_pull_back(make_project, tmp_path):
+    """`--compression none`: each blob is the tar itself, so its digest is its diff_id; pull reads it."""
+    lock = make_project(tmp_path / "project", ["small-a", "heavy"])
+    layout = tmp_path / "layout"
+    ocicache("push", lock, f"oci:{layout}:t", "--compression", "none")
+    manifest = _manifest(layout, "t")
+    config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    digests = [layer["digest"] for layer in manifest["layers"]]
+    assert digests == config["rootfs"]["diff_ids"]
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar"}
+    gzip_layout = tmp_path / "gzip"
+    ocicache("push", lock, f"oci:{gzip_layout}:g")
+    gzip_config = json.loads((gzip_layout / "blobs/sha256" / _manifest(gzip_layout, "g")["config"]["digest"][7:])
+                             .read_bytes())
+    assert gzip_config["rootfs"]["diff_ids"] == digests  # the same tars, only not compressed
+    cache = tmp_path / "cache"
+    ocicache("pull", f"oci:{layout}:t", str(cache))
+    assert any((cache / "wheels-v8").rglob("*.http"))
+    skopeo = require_tool("skopeo")
+    subprocess.run([skopeo, "inspect", f"oci:{layout}:t"], check=True, capture_output=True)
+
+
 def test_inspect_table_and_json(make_project, tmp_path):
     lock = make_project(tmp_path / "project", ["heavy", "small-b"])
     layout = tmp_path / "layout"
