@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS,
                      help=f"buckets for small packages (default: {DEFAULT_BUCKETS})")
     lay.add_argument("--solo-threshold", type=_size, default=DEFAULT_SOLO_THRESHOLD, metavar="SIZE",
-                     help="packages at least this big (unpacked) get a layer of their own (default: 1MiB)")
+                     help="packages at least this big (unpacked; with --venv-only, the lock's wheel size) get a "
+                          "layer of their own (default: 1MiB)")
     lay.add_argument("--compression", choices=CODEC_NAMES, default="gzip",
                      help="layer codec (default: gzip, readable by every builder; zstd: buildah, podman, "
                           "Docker >= 23; none: uncompressed tar, for builders that pull from a registry on a "
@@ -121,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "where the build's uv puts it, e.g. /app/.venv for WORKDIR /app; `auto`: read from "
                           "--dockerfile (WORKDIR, UV_PROJECT_ENVIRONMENT)")
     stk.add_argument("--venv-only", action="store_true",
-                     help="with --venv: the environment holds the packages' own files (not links), one "
-                          "layer per package (same digest in every image with that path), and the image carries "
+                     help="with --venv: the environment holds the packages' own files (not links), a layer "
+                          "per package of at least --solo-threshold (same digest in every image with that path; "
+                          "the small ones ride with uv's own files), and the image carries "
                           "no cache: the smallest image and the fastest FROM; a build whose lock asks for a "
                           "package it lacks cannot install it offline")
     byt = push.add_argument_group("bytecode (what uv's `--compile-bytecode` would do in every build, done once)")

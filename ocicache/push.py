@@ -64,7 +64,16 @@ from .target import Target, make_targets
 from .tree import PackageTree
 from .uvcache import FormatSet, format_set
 from .uvcache.unzip import NotPlainWheelError
-from .venv import VENV_KIND, VenvSpec, build_venv_layers, check_can_install, layer_order, package_layer_key, venv_key
+from .venv import (
+    VENV_KIND,
+    VenvSpec,
+    build_venv_layers,
+    check_can_install,
+    layer_order,
+    package_layer_key,
+    solo_packages,
+    venv_key,
+)
 
 if TYPE_CHECKING:  # the HTTP stack is imported only when a registry is used
     from .dest.registry import Registry
@@ -605,7 +614,8 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         if max_layers < 2:
             raise UsageError(f"--base {base.reference} has {len(base.layers)} layers: no room for the cache's "
                              f"under the {MAX_LAYERS_CAP}-layer limit")
-    venv = _venv_plan(opts, lock, uv, base, keyed, target) if opts.venv is not None and base is not None else None
+    venv = (_venv_plan(opts, lock, uv, base, keyed, target, max_layers) if opts.venv is not None and base is not None
+            else None)
     if venv is not None and venv.spec.files:
         made = _known_venv(venv, known)
         if made is not None:  # the environment holds everything the image needs: no cache to make
@@ -722,17 +732,20 @@ def _target_annotations(opts: PushOptions, uv: UvTool, formats: FormatSet, targe
 class _VenvPlan:
     spec: VenvSpec
     key: str
-    layer_keys: list[str]  # the environment's layers: one, or (--venv-only) uv's own and one per package
+    layer_keys: list[str]  # the environment's layers: one, or (--venv-only) uv's own and one per solo package
 
 
 def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
-               keyed: list[tuple[Selected, str]], target: Target) -> _VenvPlan:
+               keyed: list[tuple[Selected, str]], target: Target, max_layers: int) -> _VenvPlan:
     assert opts.venv is not None
+    solo: frozenset[str] = frozenset()
+    if opts.venv_only:  # the budget: uv's own layer, and one per solo package
+        solo = solo_packages({canonicalize_name(s.name): s.size for s, _ in keyed}, opts.solo_threshold,
+                             max_layers - 1)
     spec = VenvSpec(path=opts.venv, cache_root=stack_root(opts.consumer_cache_dir), lock_dir=lock.path.parent,
-                    narrowing=opts.narrowing, uv=uv, files=opts.venv_only)
+                    narrowing=opts.narrowing, uv=uv, files=opts.venv_only, solo=solo)
     key = venv_key(spec, base, [k for _, k in keyed], target)
-    names = sorted({canonicalize_name(s.name) for s, _ in keyed})
-    return _VenvPlan(spec, key, [key, *(package_layer_key(key, n) for n in names)] if spec.files else [key])
+    return _VenvPlan(spec, key, [key, *(package_layer_key(key, n) for n in sorted(solo))])
 
 
 def _rerooted(keyed: list[tuple[Selected, str]], root: str, bytecode: str, target: Target, codec: Codec,
@@ -759,7 +772,7 @@ def _known_venv(plan: _VenvPlan, known: KnownLayers) -> list[tuple[LayerDescript
         return None
     layers = {k.descriptor.digest: (LayerDescription.from_descriptor(k.descriptor), BlobOrigin(source=k.origin))
               for k in found if k is not None}
-    return [layers[layer.digest] for layer in layer_order([layer for layer, _ in layers.values()])]
+    return [layers[layer.digest] for layer in layer_order([layer for layer, _ in layers.values()], plan.key)]
 
 
 def _read_base(value: str, target: Target, endpoints: Endpoints, progress: Progress) -> BaseImage:

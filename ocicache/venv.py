@@ -7,7 +7,8 @@ root, runs the pinned uv there (chroot, in a private mount namespace: the base i
 answers uv's interpreter query, as it would in the build), and packs the environment it made as
 one more layer (with `--venv-only`: installed with hardlinks into the scratch cache, so the
 packed files are the packages' own, as in copy mode, without a copy; split by each
-distribution's RECORD into one layer per package, and shipped instead of the cache). The
+distribution's RECORD into a layer per big package, the small ones riding with uv's own files,
+and shipped instead of the cache). The
 build's `uv sync` then finds every package installed and does nothing; if the build asks for
 something else (another selection, another environment path, another interpreter), uv changes or
 recreates the environment as it always does, from the cache below it (with `--venv-only` there
@@ -51,7 +52,7 @@ from .tree import Entry, walk_tree, with_parents
 from .unpack import open_layer
 
 __all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "layer_order",
-           "package_layer_key", "venv_key"]
+           "package_layer_key", "solo_packages", "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
 _WHITEOUT = ".wh."
@@ -77,7 +78,8 @@ class VenvSpec:
     lock_dir: Path
     narrowing: Narrowing
     uv: UvTool
-    files: bool = False  # --venv-only: the packages' own files (hardlinked at push time), one layer per package
+    files: bool = False  # --venv-only: the packages' own files (hardlinked at push time), layered by `solo`
+    solo: frozenset[str] = frozenset()  # with files: the packages (canonical names) with a layer of their own
 
     def sync_args(self) -> list[str]:
         return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode",
@@ -90,11 +92,24 @@ def venv_key(spec: VenvSpec, base: BaseImage, package_keys: Iterable[str], targe
     they are grouped in: so the key is known before anything is populated."""
     h = hashlib.sha256()
     for part in (spec.path, spec.cache_root, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
-                 *(str(d.digest) for d in base.layers), *sorted(package_keys)):
+                 *(str(d.digest) for d in base.layers), *sorted(package_keys),
+                 *((f"solo:{','.join(sorted(spec.solo))}",) if spec.files else ())):
         h.update(part.encode() + b"\0")
     for rel, source in _project_files(spec.lock_dir):
         h.update(rel.encode() + b"\0" + hashlib.sha256(source.read_bytes()).digest())
     return f"venv-{h.hexdigest()[:40]}"
+
+
+def solo_packages(sizes: dict[str, int | None], threshold: int, slots: int) -> frozenset[str]:
+    """--venv-only: which packages (canonical name → the lock's artifact size) get a layer of
+    their own: those of at least `threshold` bytes, or of no recorded size (git, built), biggest
+    first, at most `slots`; the rest ride in uv's own layer. Decided from the lock, so every layer's
+    key is known before anything is installed. Small packages share a layer because dockerd applies
+    layers one after another at a cost per layer (docs/benchmarks.md), and the budget holds
+    whatever the lock's size."""
+    candidates = [n for n, size in sizes.items() if size is None or size >= threshold]
+    ranked = sorted(candidates, key=lambda n: (-(sizes[n] or 0), sizes[n] is not None, n))
+    return frozenset(ranked[:max(slots, 0)])
 
 
 def package_layer_key(key: str, name: str) -> str:
@@ -106,9 +121,9 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
                       target: Target, codec: Codec, scratch: Path, key: str, step: Callable[[str], None],
                       jobs: int = 1) -> list[tuple[LayerDescription, Path]]:
     """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment: one
-    layer of links, or (`spec.files`) one layer per installed package and one of uv's own files, in
-    `layer_order`, `jobs` packed at once (the caller has checked `check_can_install` for `target`
-    before any work)."""
+    layer of links, or (`spec.files`) one layer per package of `spec.solo` and one of uv's own
+    files with every other package's, in `layer_order`, `jobs` packed at once (the caller has
+    checked `check_can_install` for `target` before any work)."""
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
@@ -124,37 +139,53 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
             raise OcicacheError(f"--venv {spec.path}: uv made no environment there")
         parent, name = posixpath.split(spec.path.lstrip("/"))
         entries = list(walk_tree(venv, name))
-        groups = _split_by_package(venv, entries, name) if spec.files else {None: entries}
+        groups = _group(_split_by_package(venv, entries, name), spec.solo) if spec.files else {None: ([], entries)}
         step(f"--venv {spec.path}: packing {len(groups)} layer{'s' if len(groups) > 1 else ''}")
         built = []
         with tar_workers(min(jobs, len(groups)), sum(e.size for e in entries)) as executor:
             futures = []
-            for dist, members in groups.items():
-                layer_key = package_layer_key(key, dist[0]) if dist else key
+            for solo, (dists, members) in groups.items():
+                layer_key = package_layer_key(key, solo) if solo else key
                 out = scratch / "blobs" / f"{layer_key}.layer"
-                futures.append((dist, layer_key, out, executor.submit(
+                futures.append((solo, dists, layer_key, out, executor.submit(
                     pack_layer, with_parents(members) if spec.files else members, out, codec, parent)))
-            for dist, layer_key, out, future in futures:
-                packed = packed_result(future, dist[0] if dist else f"the environment {spec.path}")
-                packages = ({"name": dist[0], "version": dist[1]},) if dist else ()
+            for solo, dists, layer_key, out, future in futures:
+                packed = packed_result(future, solo or f"the environment {spec.path}")
                 built.append((LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
                                                media_type=packed.media_type, kind=VENV_KIND, key=layer_key,
-                                               packages=packages), out))
+                                               packages=tuple({"name": n, "version": v} for n, v in dists)), out))
     finally:
         _remove_root(rootfs)
     paths = {layer.digest: path for layer, path in built}
-    return [(layer, paths[layer.digest]) for layer in layer_order([layer for layer, _ in built])]
+    return [(layer, paths[layer.digest]) for layer in layer_order([layer for layer, _ in built], key)]
 
 
-def layer_order(layers: list[LayerDescription]) -> list[LayerDescription]:
-    """A --venv-only environment's layers in image order: the packages biggest first (compressed
-    size, then name: the same order from the same bytes), then uv's own files and the directories.
-    A builder reuses a layer only under an unchanged chain below it, so on a warm runner a bump
-    re-applies the bumped package, the smaller ones above it, and uv's layer (which names every
-    `.dist-info` directory, so it changes with any bump): never the big packages below."""
-    packages = sorted((layer for layer in layers if layer.packages),
-                      key=lambda layer: (-layer.size, str(layer.packages[0]["name"])))
-    return [*packages, *(layer for layer in layers if not layer.packages)]
+def layer_order(layers: list[LayerDescription], key: str) -> list[LayerDescription]:
+    """A --venv-only environment's layers in image order: the solo packages biggest first
+    (compressed size, then name: the same order from the same bytes), then uv's own layer (key
+    `key`: its files, the directories and the small packages). A builder reuses a layer only under
+    an unchanged chain below it, so on a warm runner a bump re-applies the bumped package, the
+    smaller ones above it, and uv's layer (which names every `.dist-info` directory, so it changes
+    with any bump): never the big packages below."""
+    solos = sorted((layer for layer in layers if layer.key != key),
+                   key=lambda layer: (-layer.size, str(layer.packages[0]["name"]) if layer.packages else ""))
+    return [*solos, *(layer for layer in layers if layer.key == key)]
+
+
+def _group(by_package: dict[tuple[str, str] | None, list[Entry]], solo: frozenset[str],
+           ) -> dict[str | None, tuple[list[tuple[str, str]], list[Entry]]]:
+    """`_split_by_package`'s groups as layers: each package of `solo` alone (by name), the others'
+    files with uv's own (None); each with the (name, version) of the packages it holds."""
+    layers: dict[str | None, tuple[list[tuple[str, str]], list[Entry]]] = {None: ([], list(by_package.get(None, [])))}
+    for dist, entries in by_package.items():
+        if dist is None:
+            continue
+        if dist[0] in solo:
+            layers[dist[0]] = ([dist], entries)
+        else:
+            layers[None][0].append(dist)
+            layers[None][1].extend(entries)
+    return layers
 
 
 def _split_by_package(venv: Path, entries: list[Entry], name: str) -> dict[tuple[str, str] | None, list[Entry]]:

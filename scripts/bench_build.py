@@ -102,6 +102,8 @@ STACKED_PUSH_ARGS = {
     "stacked-venv-only": ["--venv", "/app/.venv", "--venv-only"],
     "stacked-venv-only-zstd": ["--venv", "/app/.venv", "--venv-only", "--compression", "zstd"],  # Docker >= 23
     "stacked-venv-only-tar": ["--venv", "/app/.venv", "--venv-only", "--compression", "none"],  # no codec at all
+    # one layer per package, as before the small ones rode with uv's own files
+    "stacked-venv-only-each": ["--venv", "/app/.venv", "--venv-only", "--solo-threshold", "0"],
 }
 VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]

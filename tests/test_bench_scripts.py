@@ -37,7 +37,8 @@ def test_bench_build_variants_use_their_images():
               "worker:stacked-zstd": "reg/worker-stacked-zstd", "worker:stacked-one": "reg/worker-stacked-one",
               "worker:stacked-venv": "reg/worker-stacked-venv", "worker:stacked-venv-only": "reg/worker-venv-only",
               "worker:stacked-venv-only-zstd": "reg/worker-venv-only-zstd",
-              "worker:stacked-venv-only-tar": "reg/worker-venv-only-tar"}
+              "worker:stacked-venv-only-tar": "reg/worker-venv-only-tar",
+              "worker:stacked-venv-only-each": "reg/worker-venv-only-each"}
     files = {v: bench.dockerfile(v, images, "worker") for v in bench.VARIANTS}
     assert files["guide"].startswith("FROM reg/base\n") and "type=cache" in files["guide"]
     assert "FROM reg/worker-cache AS uvcache" in files["bind"] and "--offline" in files["bind"]
@@ -55,5 +56,5 @@ def test_bench_build_variants_use_their_images():
     assert files["stacked-venv-only-tar"].startswith("FROM reg/worker-venv-only-tar\n")
     assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS)
     assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd",
-                "stacked-venv-only-tar"} & set(
+                "stacked-venv-only-tar", "stacked-venv-only-each"} & set(
         bench.DEFAULT_VARIANTS)
