@@ -449,6 +449,46 @@ def test_solo_layers_come_biggest_first_so_a_small_bump_repulls_little():
     assert groups[-1].kind == "bucket" and [t.name for t in groups[-1].trees] == ["six"]
 
 
+def test_venv_only_solo_packages_are_the_big_ones_and_stay_within_the_budget():
+    from ocicache.venv import solo_packages
+
+    sizes = {"numpy": 16 << 20, "pandas": 12 << 20, "six": 11_000, "idna": 70_000, "built": None, "mid": 1 << 20}
+    assert solo_packages(sizes, 1 << 20, 63) == {"numpy", "pandas", "mid", "built"}  # unknown size: its own layer
+    assert solo_packages(sizes, 1 << 20, 2) == {"numpy", "pandas"}  # the budget keeps the biggest
+    assert solo_packages(sizes, 0, 63) == set(sizes)  # --solo-threshold 0: a layer per package
+    assert solo_packages(sizes, 0, 0) == set()
+    many = {f"p{i:04d}": 2 << 20 for i in range(500)}  # a 500-package lock still fits Docker's 125 layers
+    assert len(solo_packages(many, 1 << 20, 60)) == 60
+    assert solo_packages(dict(reversed(list(sizes.items()))), 1 << 20, 3) == solo_packages(sizes, 1 << 20, 3)
+
+
+def test_venv_only_small_packages_ride_in_uv_s_layer_which_comes_last():
+    from ocicache.assemble import LayerDescription
+    from ocicache.venv import _group, layer_order
+
+    def files(*paths: str) -> list[Entry]:
+        return [Entry(path=p, kind="file", data=b"x") for p in paths]
+
+    site = ".venv/lib/python3.11/site-packages"
+    split = {None: files(".venv/pyvenv.cfg"), ("numpy", "2.0"): files(f"{site}/numpy/a.py"),
+             ("six", "1.16"): files(f"{site}/six.py"), ("idna", "3.7"): files(f"{site}/idna/b.py")}
+    groups = _group(split, frozenset({"numpy"}))
+    assert set(groups) == {None, "numpy"}
+    assert groups[None][0] == [("six", "1.16"), ("idna", "3.7")]
+    assert {e.path for e in groups[None][1]} == {".venv/pyvenv.cfg", f"{site}/six.py", f"{site}/idna/b.py"}
+    assert [e.path for e in groups["numpy"][1]] == [f"{site}/numpy/a.py"]
+
+    def layer(key: str, size: int, *names: str) -> LayerDescription:
+        return LayerDescription(digest=Digest.from_hex(hashlib.sha256(key.encode()).hexdigest()),
+                                diff_id=Digest.from_hex("0" * 64), size=size, media_type="x", kind="venv", key=key,
+                                packages=tuple({"name": n, "version": "1"} for n in names))
+
+    uv_layer = layer("venv-k", 9 << 20, "six", "idna")  # the biggest, yet last: it changes with any bump
+    ordered = layer_order([layer("venv-s", 1 << 20, "scipy"), uv_layer, layer("venv-n", 5 << 20, "numpy")],
+                          "venv-k")
+    assert [x.key for x in ordered] == ["venv-n", "venv-s", "venv-k"]
+
+
 def test_dockerfile_image_names_become_registry_references():
     from ocicache.refs import docker_reference
 

@@ -376,6 +376,43 @@ def test_two_services_venv_only_images_share_the_package_layer(venv_only, build_
     assert pushed["manifest_digest"] != venv_only["pushed"]["manifest_digest"]  # type: ignore[index]
 
 
+def test_venv_only_gives_big_packages_a_layer_the_small_ones_ride_with_uv_and_the_budget_holds(
+        venv_only, build_setup, make_sized_project, tmp_path):
+    """A lock made against an index that gives sizes (as PyPI's does): packages of at least
+    --solo-threshold (by the lock's wheel size) get a layer each, the small ones go in uv's own
+    layer (dockerd applies layers one after another, each at a cost); --max-layers caps the number
+    (one layer per package broke Docker's 125-layer limit for a big lock), and the image still
+    installs every package."""
+    lock = make_sized_project(tmp_path / "sized", ["heavy", "numpy", "small-b", "small-c"])  # small-b needs small-a
+    assert "size = " in lock.read_text()
+
+    def layers_of(ref: str) -> list[list[str]]:
+        ours = [layer for layer in _raw_manifest(ref)["layers"] if "dev.ocicache.layer.key" in layer.get("annotations",
+                                                                                                        {})]
+        return [sorted(p["name"] for p in json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]")))
+                for layer in ours]
+
+    host = venv_only["host"]
+    run_ocicache("push", lock, f"{host}/venv/sized:1", "--base", build_setup["base"], "--venv", VENV, "--venv-only")
+    assert layers_of(f"{host}/venv/sized:1") == [["heavy"], ["numpy"], ["small-a", "small-b", "small-c"]]
+    run_ocicache("push", lock, f"{host}/venv/sized:each", "--base", build_setup["base"], "--venv", VENV,
+                 "--venv-only", "--solo-threshold", "0")
+    assert sorted(layers_of(f"{host}/venv/sized:each")[:-1]) == [["heavy"], ["numpy"], ["small-a"], ["small-b"],
+                                                                   ["small-c"]]
+    capped = f"{host}/venv/sized:capped"
+    run_ocicache("push", lock, capped, "--base", build_setup["base"], "--venv", VENV, "--venv-only",
+                 "--solo-threshold", "0", "--max-layers", "2")
+    assert layers_of(capped) == [["heavy"], ["numpy", "small-a", "small-b", "small-c"]]
+    body = (f"FROM {capped}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            "RUN uv sync --frozen --offline --no-install-project 2>&1 | sed 's/^/uv: /'\n"
+            "RUN /app/.venv/bin/python -c \"import heavy, numpy, small_a, small_b, small_c; print('imports ok')\"\n")
+    result = Buildah(tmp_path / "buildah").build(build_context(tmp_path, lock, body), "localhost/venv-capped")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "imports ok" in out and "uv: Installed" not in out, out[-3000:]
+    check = run_ocicache("check", capped, lock, "--json", check=False)
+    assert check.returncode == 0 and check.json()["found"] == 5, check.stdout + check.stderr
+
+
 def test_check_pull_and_verify_read_a_venv_only_image(venv_only, build_setup, make_project, tmp_path):
     check = run_ocicache("check", venv_only["ref"], build_setup["lock"], "--json", check=False)
     assert check.returncode == 0 and check.json()["ok"] and check.json()["found"] == 5, check.stdout + check.stderr
