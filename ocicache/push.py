@@ -70,8 +70,7 @@ from .venv import (
     build_venv_layers,
     check_can_install,
     layer_order,
-    package_layer_key,
-    solo_packages,
+    solo_layer_keys,
     venv_key,
 )
 
@@ -732,20 +731,17 @@ def _target_annotations(opts: PushOptions, uv: UvTool, formats: FormatSet, targe
 class _VenvPlan:
     spec: VenvSpec
     key: str
-    layer_keys: list[str]  # the environment's layers: one, or (--venv-only) uv's own and one per solo package
+    names: list[str]  # the packages it installs (canonical names)
 
 
 def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
                keyed: list[tuple[Selected, str]], target: Target, max_layers: int) -> _VenvPlan:
     assert opts.venv is not None
-    solo: frozenset[str] = frozenset()
-    if opts.venv_only:  # the budget: uv's own layer, and one per solo package
-        solo = solo_packages({canonicalize_name(s.name): s.size for s, _ in keyed}, opts.solo_threshold,
-                             max_layers - 1)
     spec = VenvSpec(path=opts.venv, cache_root=stack_root(opts.consumer_cache_dir), lock_dir=lock.path.parent,
-                    narrowing=opts.narrowing, uv=uv, files=opts.venv_only, solo=solo)
+                    narrowing=opts.narrowing, uv=uv, files=opts.venv_only, solo_threshold=opts.solo_threshold,
+                    solo_slots=max_layers - 1)  # the budget: uv's own layer, and one per solo package
     key = venv_key(spec, base, [k for _, k in keyed], target)
-    return _VenvPlan(spec, key, [key, *(package_layer_key(key, n) for n in sorted(solo))])
+    return _VenvPlan(spec, key, sorted({canonicalize_name(s.name) for s, _ in keyed}))
 
 
 def _rerooted(keyed: list[tuple[Selected, str]], root: str, bytecode: str, target: Target, codec: Codec,
@@ -766,8 +762,13 @@ def _rerooted(keyed: list[tuple[Selected, str]], root: str, bytecode: str, targe
 
 
 def _known_venv(plan: _VenvPlan, known: KnownLayers) -> list[tuple[LayerDescription, BlobOrigin]] | None:
-    """The environment's layers, if an earlier push made every one of them."""
-    found = [known.layer(k) for k in plan.layer_keys]
+    """The environment's layers, if an earlier push made every one of them (with --venv-only, uv's
+    own layer names the packages it holds; each other package has a layer of its own)."""
+    uv_layer = known.layer(plan.key)
+    if uv_layer is None:
+        return None
+    keys = solo_layer_keys(plan.key, plan.names, uv_layer.descriptor) if plan.spec.files else []
+    found = [uv_layer, *(known.layer(k) for k in keys)]
     if not all(found):
         return None
     layers = {k.descriptor.digest: (LayerDescription.from_descriptor(k.descriptor), BlobOrigin(source=k.origin))

@@ -52,7 +52,7 @@ from .tree import Entry, walk_tree, with_parents
 from .unpack import open_layer
 
 __all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "layer_order",
-           "package_layer_key", "solo_packages", "venv_key"]
+           "package_layer_key", "solo_layer_keys", "solo_packages", "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
 _WHITEOUT = ".wh."
@@ -78,8 +78,9 @@ class VenvSpec:
     lock_dir: Path
     narrowing: Narrowing
     uv: UvTool
-    files: bool = False  # --venv-only: the packages' own files (hardlinked at push time), layered by `solo`
-    solo: frozenset[str] = frozenset()  # with files: the packages (canonical names) with a layer of their own
+    files: bool = False  # --venv-only: the packages' own files (hardlinked at push time), a layer per big package
+    solo_threshold: int = 0  # with files: installed size from which a package gets a layer of its own
+    solo_slots: int = 0  # with files: at most this many such layers (the budget, less uv's own layer)
 
     def sync_args(self) -> list[str]:
         return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode",
@@ -93,23 +94,26 @@ def venv_key(spec: VenvSpec, base: BaseImage, package_keys: Iterable[str], targe
     h = hashlib.sha256()
     for part in (spec.path, spec.cache_root, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
                  *(str(d.digest) for d in base.layers), *sorted(package_keys),
-                 *((f"solo:{','.join(sorted(spec.solo))}",) if spec.files else ())):
+                 *((f"solo:{spec.solo_threshold}/{spec.solo_slots}",) if spec.files else ())):
         h.update(part.encode() + b"\0")
     for rel, source in _project_files(spec.lock_dir):
         h.update(rel.encode() + b"\0" + hashlib.sha256(source.read_bytes()).digest())
     return f"venv-{h.hexdigest()[:40]}"
 
 
-def solo_packages(sizes: dict[str, int | None], threshold: int, slots: int) -> frozenset[str]:
-    """--venv-only: which packages (canonical name → the lock's artifact size) get a layer of
-    their own: those of at least `threshold` bytes, or of no recorded size (git, built), biggest
-    first, at most `slots`; the rest ride in uv's own layer. Decided from the lock, so every layer's
-    key is known before anything is installed. Small packages share a layer because dockerd applies
-    layers one after another at a cost per layer (docs/benchmarks.md), and the budget holds
-    whatever the lock's size."""
-    candidates = [n for n, size in sizes.items() if size is None or size >= threshold]
-    ranked = sorted(candidates, key=lambda n: (-(sizes[n] or 0), sizes[n] is not None, n))
+def solo_packages(sizes: dict[str, int], threshold: int, slots: int) -> frozenset[str]:
+    """--venv-only: which packages (canonical name → installed size) get a layer of their own:
+    those of at least `threshold` bytes, biggest first, at most `slots`; the rest ride in uv's own
+    layer, so the budget holds whatever the lock's size (docs/decisions.md)."""
+    ranked = sorted((n for n, size in sizes.items() if size >= threshold), key=lambda n: (-sizes[n], n))
     return frozenset(ranked[:max(slots, 0)])
+
+
+def solo_layer_keys(key: str, names: Iterable[str], uv_layer: Descriptor) -> list[str]:
+    """The keys of a --venv-only environment's solo layers, from its uv layer (key `key`), which
+    names the packages it holds: every other of `names` has a layer of its own."""
+    held = {str(p.get("name")) for p in LayerDescription.from_descriptor(uv_layer).packages}
+    return [package_layer_key(key, n) for n in sorted(set(names) - held)]
 
 
 def package_layer_key(key: str, name: str) -> str:
@@ -121,9 +125,10 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
                       target: Target, codec: Codec, scratch: Path, key: str, step: Callable[[str], None],
                       jobs: int = 1) -> list[tuple[LayerDescription, Path]]:
     """Lay out base and cache in a scratch root, run `uv sync` in it, pack the environment: one
-    layer of links, or (`spec.files`) one layer per package of `spec.solo` and one of uv's own
-    files with every other package's, in `layer_order`, `jobs` packed at once (the caller has
-    checked `check_can_install` for `target` before any work)."""
+    layer of links, or (`spec.files`) one layer per package of at least `spec.solo_threshold`
+    installed (at most `spec.solo_slots`) and one of uv's own files with every other package's, in
+    `layer_order`, `jobs` packed at once (the caller has checked `check_can_install` for `target`
+    before any work)."""
     rootfs = scratch / "venv-root"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
@@ -139,7 +144,11 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
             raise OcicacheError(f"--venv {spec.path}: uv made no environment there")
         parent, name = posixpath.split(spec.path.lstrip("/"))
         entries = list(walk_tree(venv, name))
-        groups = _group(_split_by_package(venv, entries, name), spec.solo) if spec.files else {None: ([], entries)}
+        groups: dict[str | None, tuple[list[tuple[str, str]], list[Entry]]] = {None: ([], entries)}
+        if spec.files:
+            by_package = _split_by_package(venv, entries, name)
+            sizes = {d[0]: sum(e.size for e in members) for d, members in by_package.items() if d is not None}
+            groups = _group(by_package, solo_packages(sizes, spec.solo_threshold, spec.solo_slots))
         step(f"--venv {spec.path}: packing {len(groups)} layer{'s' if len(groups) > 1 else ''}")
         built = []
         with tar_workers(min(jobs, len(groups)), sum(e.size for e in entries)) as executor:

@@ -131,7 +131,6 @@ def lock_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ProjectFactory:
     index: PackageIndex
     lock_cache: Path
-    sized: bool = False  # lock against the index's JSON pages, which give each file's size (as PyPI's do)
 
     def __call__(self, path: Path, deps: Sequence[str], *, extras: dict[str, list[str]] | None = None,
                  groups: dict[str, list[str]] | None = None, sources: dict[str, str] | None = None,
@@ -150,8 +149,7 @@ class ProjectFactory:
         if sources:
             lines += ["", "[tool.uv.sources]"]
             lines += [f"{k} = {v}" for k, v in sources.items()]
-        url = self.index.url.removesuffix("/simple") + "/sized" if self.sized else self.index.url
-        lines += ["", "[[tool.uv.index]]", 'name = "local"', f'url = "{url}"', "default = true", ""]
+        lines += ["", "[[tool.uv.index]]", 'name = "local"', f'url = "{self.index.url}"', "default = true", ""]
         (path / "pyproject.toml").write_text("\n".join(lines))
         subprocess.run([uv_bin(), "lock", "--quiet"], cwd=path, check=True, timeout=300,
                        env=hermetic_env(UV_CACHE_DIR=str(self.lock_cache)))
@@ -161,12 +159,6 @@ class ProjectFactory:
 @pytest.fixture(scope="session")
 def make_project(index: PackageIndex, lock_cache: Path) -> ProjectFactory:
     return ProjectFactory(index, lock_cache)
-
-
-@pytest.fixture(scope="session")
-def make_sized_project(index: PackageIndex, tmp_path_factory: pytest.TempPathFactory) -> ProjectFactory:
-    """As make_project, the lock recording each artifact's size (PEP 700), as a lock made against PyPI does."""
-    return ProjectFactory(index, tmp_path_factory.mktemp("uv-lock-cache-sized"), sized=True)
 
 
 def build_context(directory: Path, lock: Path, dockerfile: str) -> Path:

@@ -305,25 +305,22 @@ def _layer_paths(ref: str, digest: str) -> list[str]:
         return tf.getnames()
 
 
-def test_venv_only_is_one_layer_per_package_no_cache_and_a_repush_makes_nothing(venv_only, build_setup):
+def test_venv_only_is_a_layer_per_big_package_no_cache_and_a_repush_makes_nothing(venv_only, build_setup):
     manifest = _raw_manifest(str(venv_only["ref"]))
     assert manifest["annotations"]["dev.ocicache.stack.venv-only"] == "true"
     ours = [layer for layer in manifest["layers"] if "dev.ocicache.layer.key" in layer.get("annotations", {})]
     assert {layer["annotations"]["dev.ocicache.layer.kind"] for layer in ours} == {"venv"}
-    named = [json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]")) for layer in ours]
-    # each package, biggest first (a bump leaves the big ones below it in place), then uv's own files
-    assert sorted(p[0]["name"] for p in named[:-1]) == PACKAGES and named[-1] == [], named
-    sizes = [layer["size"] for layer in ours[:-1]]
-    assert sizes == sorted(sizes, reverse=True) and named[0][0]["name"] == "heavy", sizes
-    for layer, packages in zip(ours, named, strict=True):
-        paths = _layer_paths(str(venv_only["ref"]), layer["digest"])
+    named = [[p["name"] for p in json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]"))]
+             for layer in ours]
+    # heavy (1.5 MiB, over --solo-threshold) alone, then uv's own files with the small packages'
+    assert named == [["heavy"], sorted(set(PACKAGES) - {"heavy"})], named
+    site = "app/.venv/lib/python3.11/site-packages/"
+    heavy, uv_layer = (_layer_paths(str(venv_only["ref"]), layer["digest"]) for layer in ours)
+    for paths in (heavy, uv_layer):
         assert paths and all(p in ("app", "app/.venv") or p.startswith("app/.venv/") for p in paths), paths[:5]
-        if packages:  # the package's files, not another's
-            assert any(f"/{packages[0]['name'].replace('-', '_')}" in p for p in paths), paths
-        else:  # uv's own files, and directories: none of a package's files
-            site = "app/.venv/lib/python3.11/site-packages/"
-            files = [p for p in paths if p.startswith(site) and (p.count("/") > 5 or p.endswith(".py"))]
-            assert not files and f"{site}heavy" in paths, files
+    assert f"{site}heavy/data.bin" in heavy and not [p for p in heavy if "small_a" in p or "pyvenv" in p], heavy
+    assert f"{site}small_a/__init__.py" in uv_layer and "app/.venv/pyvenv.cfg" in uv_layer, uv_layer
+    assert not [p for p in uv_layer if p.startswith(f"{site}heavy/")], uv_layer  # its directory only
     again = run_ocicache("push", build_setup["lock"], venv_only["ref"], "--base", build_setup["base"], "--venv",
                          VENV, "--venv-only", "--json").json()
     assert again["manifest_digest"] == venv_only["pushed"]["manifest_digest"]  # type: ignore[index]
@@ -377,14 +374,12 @@ def test_two_services_venv_only_images_share_the_package_layer(venv_only, build_
 
 
 def test_venv_only_gives_big_packages_a_layer_the_small_ones_ride_with_uv_and_the_budget_holds(
-        venv_only, build_setup, make_sized_project, tmp_path):
-    """A lock made against an index that gives sizes (as PyPI's does): packages of at least
-    --solo-threshold (by the lock's wheel size) get a layer each, the small ones go in uv's own
-    layer (dockerd applies layers one after another, each at a cost); --max-layers caps the number
-    (one layer per package broke Docker's 125-layer limit for a big lock), and the image still
-    installs every package."""
-    lock = make_sized_project(tmp_path / "sized", ["heavy", "numpy", "small-b", "small-c"])  # small-b needs small-a
-    assert "size = " in lock.read_text()
+        venv_only, build_setup, make_project, tmp_path):
+    """Packages of at least --solo-threshold installed get a layer each, the small ones go in uv's
+    own layer; --max-layers caps the number (one layer per package broke Docker's 125-layer limit
+    for a big lock); the image still installs every package, and an unchanged re-push finds every
+    layer from uv's, which names the packages it holds."""
+    lock = make_project(tmp_path / "sized", ["heavy", "numpy", "small-b", "small-c"])  # small-b needs small-a
 
     def layers_of(ref: str) -> list[list[str]]:
         ours = [layer for layer in _raw_manifest(ref)["layers"] if "dev.ocicache.layer.key" in layer.get("annotations",
@@ -403,6 +398,9 @@ def test_venv_only_gives_big_packages_a_layer_the_small_ones_ride_with_uv_and_th
     run_ocicache("push", lock, capped, "--base", build_setup["base"], "--venv", VENV, "--venv-only",
                  "--solo-threshold", "0", "--max-layers", "2")
     assert layers_of(capped) == [["heavy"], ["numpy", "small-a", "small-b", "small-c"]]
+    again = run_ocicache("push", lock, capped, "--base", build_setup["base"], "--venv", VENV, "--venv-only",
+                         "--solo-threshold", "0", "--max-layers", "2", "--json").json()
+    assert again["packages_populated"] == 0 and again["layers_built"] == 0 and again["blobs_uploaded"] == 0, again
     body = (f"FROM {capped}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
             "RUN uv sync --frozen --offline --no-install-project 2>&1 | sed 's/^/uv: /'\n"
             "RUN /app/.venv/bin/python -c \"import heavy, numpy, small_a, small_b, small_c; print('imports ok')\"\n")
@@ -458,5 +456,6 @@ def test_a_bump_keeps_the_bigger_packages_layers_at_the_bottom_of_a_venv_only_im
     shared = next(i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a[0] != b[0])
     kept = {p[0]["name"] for _, p in before[:shared] if p}
     assert "heavy" in kept and "gc-beta" not in kept, (before, after)
-    # uv's own layer comes last, and changes (it holds the new .dist-info directory)
-    assert before[-1][1] == after[-1][1] == [] and before[-1][0] != after[-1][0]
+    # uv's own layer comes last, and changes (it holds the small packages, the bumped one included)
+    assert [p["name"] for p in before[-1][1]] == ["gc-beta", "small-a"] and before[-1][0] != after[-1][0]
+    assert [p["version"] for p in after[-1][1]] == ["2.0", "1.0"]

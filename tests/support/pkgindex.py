@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import html
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -296,15 +295,6 @@ class PackageIndex:
                         self.end_headers()
                         return None
                 parts = [p for p in self.path.split("?")[0].split("/") if p]
-                if len(parts) == 2 and parts[0] == "sized":  # PEP 691 JSON with sizes (PEP 700), as PyPI
-                    files = [{"filename": name, "url": f"/files/{name}", "size": (index.root / "files" / name).stat()
-                              .st_size, "hashes": {"sha256": hashlib.sha256((index.root / "files" / name)
-                                                                            .read_bytes()).hexdigest()}}
-                             for name in index._project_files(parts[1])]
-                    if not files:
-                        return self._send(404, b"not found", "text/plain")
-                    body = json.dumps({"meta": {"api-version": "1.1"}, "name": parts[1], "files": files})
-                    return self._send(200, body.encode(), "application/vnd.pypi.simple.v1+json")
                 if len(parts) == 2 and parts[0] == "simple":
                     links = []
                     for name in index._project_files(parts[1]):
