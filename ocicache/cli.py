@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--buckets", type=int, default=DEFAULT_BUCKETS,
                      help=f"buckets for small packages (default: {DEFAULT_BUCKETS})")
     lay.add_argument("--solo-threshold", type=_size, default=DEFAULT_SOLO_THRESHOLD, metavar="SIZE",
-                     help="packages at least this big (unpacked; with --venv-only, the lock's wheel size) get a "
-                          "layer of their own (default: 1MiB)")
+                     help="packages at least this big (unpacked; with --venv-only, installed) get a layer of "
+                          "their own (default: 1MiB)")
     lay.add_argument("--compression", choices=CODEC_NAMES, default="gzip",
                      help="layer codec (default: gzip, readable by every builder; zstd: buildah, podman, "
                           "Docker >= 23; none: uncompressed tar, for builders that pull from a registry on a "

@@ -94,6 +94,28 @@ def test_without_the_cache_the_offline_build_fails(build_setup, tmp_path):
     assert "Network connectivity is disabled" in output or "Failed to download and build" in output, output
 
 
+def test_uncompressed_cache_image_builds_with_buildah_and_docker_20_10(build_setup, tmp_path):
+    """`--compression none`: the tar itself as the blob; both builders unpack it."""
+    from tests.conftest import ocicache
+
+    tar_cache = str(build_setup["cache"]).replace(":py311", ":py311-tar")
+    pushed = ocicache("push", build_setup["lock"], tar_cache, "--python", "3.11", "--compression", "none",
+                      "--json").json()
+    assert pushed["layers"]
+    setup = {**build_setup, "cache": tar_cache}
+    result = Buildah(tmp_path / "buildah").build(_context(tmp_path / "b", setup, "bind-mount"), "localhost/t-tar")
+    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    # a daemon of its own: the session's holds these diff_ids already (the gzip image's tars)
+    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))
+    daemon = Dockerd(short)
+    try:
+        result = DockerBuilder(daemon, buildkit=True).build(_context(tmp_path / "d", setup, "bind-mount"), "t-tar")
+    finally:
+        daemon.stop()
+        shutil.rmtree(short, ignore_errors=True)
+    assert result.returncode == 0 and "imports ok" in result.stderr, result.stderr[-3000:]
+
+
 def test_zstd_cache_image_buildah_and_docker_26_read_it_docker_20_10_does_not(build_setup, tmp_path):
     """`--compression zstd`: buildah 1.28 and dockerd 26.1 build from it; Debian 12's dockerd 20.10 cannot
     unpack zstd layers (measured; the reason gzip stays the default, docs/dockerfile-patterns.md)."""
