@@ -17,7 +17,7 @@ from typing import Literal
 from .tree import PackageTree
 
 __all__ = ["DEFAULT_BUCKETS", "DEFAULT_MAX_LAYERS", "DEFAULT_SOLO_THRESHOLD", "MAX_LAYERS_CAP",
-           "LayerGroup", "plan_layers", "solo_slots"]
+           "LayerGroup", "pick_solos", "plan_layers", "solo_slots"]
 
 MAX_LAYERS_CAP = 125  # dockerd's overlay2 maxLayerDepth, the strictest consumer measured
 DEFAULT_MAX_LAYERS = 64  # under the ~70 at which older standalone BuildKit broke RUN --mount=from
@@ -43,6 +43,13 @@ def solo_slots(max_layers: int, buckets: int) -> int:
     return max_layers - 1 - max(1, min(buckets, max_layers - 1))
 
 
+def pick_solos(sizes: dict[str, int], threshold: int, slots: int) -> frozenset[str]:
+    """The names (of `sizes`: name → bytes) that get a layer of their own: those of at least
+    `threshold`, biggest first (then by name), at most `slots`."""
+    ranked = sorted((n for n, size in sizes.items() if size >= threshold), key=lambda n: (-sizes[n], n))
+    return frozenset(ranked[:max(slots, 0)])
+
+
 def plan_layers(
     base: PackageTree,
     trees: list[PackageTree],
@@ -57,8 +64,7 @@ def plan_layers(
         raise ValueError(f"max_layers must be between 2 and {MAX_LAYERS_CAP}")
     slots = solo_slots(max_layers, buckets)
     buckets = max_layers - 1 - slots
-    big = sorted((t for t in trees if t.size >= solo_threshold), key=lambda t: (-t.size, t.name))
-    solo_names = {t.name for t in big[:slots]}
+    solo_names = pick_solos({t.name: t.size for t in trees}, solo_threshold, slots)
     # Biggest first: dockerd keys layers by chain (a layer and everything below it), so a changed
     # layer re-pulls every layer after it; with the big, rarely changing packages first, a bump of a
     # small one re-pulls only small ones (measured: docs/benchmarks.md, scenario c).

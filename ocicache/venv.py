@@ -45,6 +45,7 @@ from .dest import BlobOrigin
 from .errors import OcicacheError, UsageError
 from .oci import Descriptor
 from .pack import pack_layer, packed_result, tar_workers
+from .plan import pick_solos
 from .populate import Narrowing, UvTool
 from .stack import BaseImage
 from .target import Target, host_oci_platform
@@ -52,7 +53,7 @@ from .tree import Entry, walk_tree, with_parents
 from .unpack import open_layer
 
 __all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "layer_order",
-           "package_layer_key", "solo_layer_keys", "solo_packages", "venv_key"]
+           "package_layer_key", "solo_layer_keys", "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
 _WHITEOUT = ".wh."
@@ -101,14 +102,6 @@ def venv_key(spec: VenvSpec, base: BaseImage, package_keys: Iterable[str], targe
     return f"venv-{h.hexdigest()[:40]}"
 
 
-def solo_packages(sizes: dict[str, int], threshold: int, slots: int) -> frozenset[str]:
-    """--venv-only: which packages (canonical name → installed size) get a layer of their own:
-    those of at least `threshold` bytes, biggest first, at most `slots`; the rest ride in uv's own
-    layer, so the budget holds whatever the lock's size (docs/decisions.md)."""
-    ranked = sorted((n for n, size in sizes.items() if size >= threshold), key=lambda n: (-sizes[n], n))
-    return frozenset(ranked[:max(slots, 0)])
-
-
 def solo_layer_keys(key: str, names: Iterable[str], uv_layer: Descriptor) -> list[str]:
     """The keys of a --venv-only environment's solo layers, from its uv layer (key `key`), which
     names the packages it holds: every other of `names` has a layer of its own."""
@@ -147,8 +140,9 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
         groups: dict[str | None, tuple[list[tuple[str, str]], list[Entry]]] = {None: ([], entries)}
         if spec.files:
             by_package = _split_by_package(venv, entries, name)
+            # the cache image's rule, on installed sizes; the rest ride in uv's layer, so the budget holds
             sizes = {d[0]: sum(e.size for e in members) for d, members in by_package.items() if d is not None}
-            groups = _group(by_package, solo_packages(sizes, spec.solo_threshold, spec.solo_slots))
+            groups = _group(by_package, pick_solos(sizes, spec.solo_threshold, spec.solo_slots))
         step(f"--venv {spec.path}: packing {len(groups)} layer{'s' if len(groups) > 1 else ''}")
         built = []
         with tar_workers(min(jobs, len(groups)), sum(e.size for e in entries)) as executor:

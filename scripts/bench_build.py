@@ -98,7 +98,7 @@ STACKED_PUSH_ARGS = {
     "stacked-zstd": ["--compression", "zstd"],
     "stacked-one": ["--buckets", "1", "--solo-threshold", "1024GiB"],  # every package in one layer
     "stacked-venv": ["--venv", "/app/.venv"],  # the environment installed too: the build's uv sync does nothing
-    # the environment's own files, one layer per package, and no cache: the build's uv sync does nothing
+    # the environment's own files, a layer per big package, and no cache: the build's uv sync does nothing
     "stacked-venv-only": ["--venv", "/app/.venv", "--venv-only"],
     "stacked-venv-only-zstd": ["--venv", "/app/.venv", "--venv-only", "--compression", "zstd"],  # Docker >= 23
     "stacked-venv-only-tar": ["--venv", "/app/.venv", "--venv-only", "--compression", "none"],  # no codec at all

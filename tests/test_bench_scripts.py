@@ -54,6 +54,7 @@ def test_bench_build_variants_use_their_images():
     assert bench.STACKED_PUSH_ARGS["stacked-venv-only-zstd"][-2:] == ["--compression", "zstd"]
     assert bench.STACKED_PUSH_ARGS["stacked-venv-only-tar"][-2:] == ["--compression", "none"]
     assert files["stacked-venv-only-tar"].startswith("FROM reg/worker-venv-only-tar\n")
+    assert bench.STACKED_PUSH_ARGS["stacked-venv-only-each"][-2:] == ["--solo-threshold", "0"]
     assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS)
     assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd",
                 "stacked-venv-only-tar", "stacked-venv-only-each"} & set(

@@ -94,56 +94,46 @@ def test_without_the_cache_the_offline_build_fails(build_setup, tmp_path):
     assert "Network connectivity is disabled" in output or "Failed to download and build" in output, output
 
 
-def test_uncompressed_cache_image_builds_with_buildah_and_docker_20_10(build_setup, tmp_path):
-    """`--compression none`: the tar itself as the blob; both builders unpack it."""
+def _codec_setup(build_setup: dict, codec: str) -> dict:
+    """build_setup with its cache image pushed again with `--compression codec` (a tag of its own)."""
     from tests.conftest import ocicache
 
-    tar_cache = str(build_setup["cache"]).replace(":py311", ":py311-tar")
-    pushed = ocicache("push", build_setup["lock"], tar_cache, "--python", "3.11", "--compression", "none",
+    cache = str(build_setup["cache"]).replace(":py311", f":py311-{codec}")
+    pushed = ocicache("push", build_setup["lock"], cache, "--python", "3.11", "--compression", codec,
                       "--json").json()
     assert pushed["layers"]
-    setup = {**build_setup, "cache": tar_cache}
-    result = Buildah(tmp_path / "buildah").build(_context(tmp_path / "b", setup, "bind-mount"), "localhost/t-tar")
-    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
-    # a daemon of its own: the session's holds these diff_ids already (the gzip image's tars)
-    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))
-    daemon = Dockerd(short)
+    return {**build_setup, "cache": cache}
+
+
+def _build_on_a_fresh_daemon(setup: dict, directory: Path, tag: str, *daemon_args: object, **daemon_options: object):
+    """A bind-mount build on a daemon of its own: the session's daemon already holds these layers'
+    content (the same diff_ids as the gzip image) and would never need to unpack the blobs."""
+    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))  # socket paths must stay short
+    daemon = Dockerd(short, *daemon_args, **daemon_options)
     try:
-        result = DockerBuilder(daemon, buildkit=True).build(_context(tmp_path / "d", setup, "bind-mount"), "t-tar")
+        return DockerBuilder(daemon, buildkit=True).build(_context(directory, setup, "bind-mount"), tag)
     finally:
         daemon.stop()
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_uncompressed_cache_image_builds_with_buildah_and_docker_20_10(build_setup, tmp_path):
+    """`--compression none`: the tar itself as the blob; both builders unpack it."""
+    setup = _codec_setup(build_setup, "none")
+    result = Buildah(tmp_path / "buildah").build(_context(tmp_path / "b", setup, "bind-mount"), "localhost/t-tar")
+    assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    result = _build_on_a_fresh_daemon(setup, tmp_path / "d", "t-tar")
     assert result.returncode == 0 and "imports ok" in result.stderr, result.stderr[-3000:]
 
 
 def test_zstd_cache_image_buildah_and_docker_26_read_it_docker_20_10_does_not(build_setup, tmp_path):
     """`--compression zstd`: buildah 1.28 and dockerd 26.1 build from it; Debian 12's dockerd 20.10 cannot
     unpack zstd layers (measured; the reason gzip stays the default, docs/dockerfile-patterns.md)."""
-    from tests.conftest import ocicache
-
-    zstd_cache = str(build_setup["cache"]).replace(":py311", ":py311-zstd")
-    pushed = ocicache("push", build_setup["lock"], zstd_cache, "--python", "3.11", "--compression", "zstd",
-                      "--json").json()
-    assert pushed["layers"]
-    setup = {**build_setup, "cache": zstd_cache}
+    setup = _codec_setup(build_setup, "zstd")
     result = Buildah(tmp_path / "buildah").build(_context(tmp_path / "b", setup, "bind-mount"), "localhost/t-zstd")
     assert result.returncode == 0 and "imports ok" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
-    # A daemon of its own: the session's daemon already holds these layers' content (same diff_ids as
-    # the gzip image) and would never need to unpack the zstd blobs.
-    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))  # socket paths must stay short
-    daemon = Dockerd(short)
-    try:
-        result = DockerBuilder(daemon, buildkit=True).build(_context(tmp_path / "d", setup, "bind-mount"), "t-zstd")
-    finally:
-        daemon.stop()
-        shutil.rmtree(short, ignore_errors=True)
+    result = _build_on_a_fresh_daemon(setup, tmp_path / "d", "t-zstd")
     assert result.returncode != 0 and "failed to register layer" in result.stderr, result.stderr[-3000:]
-    # a newer engine reads it (a fresh store too, for the same reason)
-    short = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))
-    daemon = Dockerd(short, docker_engine(), containerd_store=True)
-    try:
-        result = DockerBuilder(daemon, buildkit=True).build(_context(tmp_path / "n", setup, "bind-mount"), "t26-zstd")
-    finally:
-        daemon.stop()
-        shutil.rmtree(short, ignore_errors=True)
+    # a newer engine reads it
+    result = _build_on_a_fresh_daemon(setup, tmp_path / "n", "t26-zstd", docker_engine(), containerd_store=True)
     assert result.returncode == 0 and "imports ok" in result.stderr, result.stderr[-3000:]

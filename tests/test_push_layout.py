@@ -16,6 +16,10 @@ def _manifest(layout: Path, tag: str) -> dict:
     return json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_text())
 
 
+def _config(layout: Path, manifest: dict) -> dict:
+    return json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+
+
 def _layer_of(manifest: dict, package: str) -> dict:
     for layer in manifest["layers"]:
         names = [p["name"] for p in json.loads(layer["annotations"].get("dev.ocicache.layer.packages", "[]"))]
@@ -155,7 +159,7 @@ def test_zstd_layers(make_project, tmp_path):
     layout = tmp_path / "layout"
     ocicache("push", lock, f"oci:{layout}:z", "--compression", "zstd")
     manifest = _manifest(layout, "z")
-    config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    config = _config(layout, manifest)
     for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
         assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
         blob = (layout / "blobs/sha256" / layer["digest"][7:]).read_bytes()
@@ -174,15 +178,14 @@ def test_uncompressed_layers_are_their_own_diff_ids_and_pull_back(make_project, 
     layout = tmp_path / "layout"
     ocicache("push", lock, f"oci:{layout}:t", "--compression", "none")
     manifest = _manifest(layout, "t")
-    config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    config = _config(layout, manifest)
     digests = [layer["digest"] for layer in manifest["layers"]]
     assert digests == config["rootfs"]["diff_ids"]
     assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar"}
     gzip_layout = tmp_path / "gzip"
     ocicache("push", lock, f"oci:{gzip_layout}:g")
-    gzip_config = json.loads((gzip_layout / "blobs/sha256" / _manifest(gzip_layout, "g")["config"]["digest"][7:])
-                             .read_bytes())
-    assert gzip_config["rootfs"]["diff_ids"] == digests  # the same tars, only not compressed
+    # the same tars, only not compressed
+    assert _config(gzip_layout, _manifest(gzip_layout, "g"))["rootfs"]["diff_ids"] == digests
     cache = tmp_path / "cache"
     ocicache("pull", f"oci:{layout}:t", str(cache))
     assert any((cache / "wheels-v8").rglob("*.http"))

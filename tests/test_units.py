@@ -449,17 +449,18 @@ def test_solo_layers_come_biggest_first_so_a_small_bump_repulls_little():
     assert groups[-1].kind == "bucket" and [t.name for t in groups[-1].trees] == ["six"]
 
 
-def test_venv_only_solo_packages_are_the_big_ones_and_stay_within_the_budget():
-    from ocicache.venv import solo_packages
+def test_solo_picks_are_the_big_ones_and_stay_within_the_budget():
+    """The rule of the cache image's solo layers and of --venv-only's (on installed sizes)."""
+    from ocicache.plan import pick_solos
 
     sizes = {"numpy": 16 << 20, "pandas": 12 << 20, "six": 11_000, "idna": 70_000, "mid": 1 << 20}
-    assert solo_packages(sizes, 1 << 20, 63) == {"numpy", "pandas", "mid"}
-    assert solo_packages(sizes, 1 << 20, 2) == {"numpy", "pandas"}  # the budget keeps the biggest
-    assert solo_packages(sizes, 0, 63) == set(sizes)  # --solo-threshold 0: a layer per package
-    assert solo_packages(sizes, 0, 0) == set()
+    assert pick_solos(sizes, 1 << 20, 63) == {"numpy", "pandas", "mid"}
+    assert pick_solos(sizes, 1 << 20, 2) == {"numpy", "pandas"}  # the budget keeps the biggest
+    assert pick_solos(sizes, 0, 63) == set(sizes)  # --solo-threshold 0: a layer per package
+    assert pick_solos(sizes, 0, 0) == set()
     many = {f"p{i:04d}": 2 << 20 for i in range(500)}  # a 500-package lock still fits Docker's 125 layers
-    assert len(solo_packages(many, 1 << 20, 60)) == 60
-    assert solo_packages(dict(reversed(list(sizes.items()))), 1 << 20, 3) == solo_packages(sizes, 1 << 20, 3)
+    assert len(pick_solos(many, 1 << 20, 60)) == 60
+    assert pick_solos(dict(reversed(list(sizes.items()))), 1 << 20, 3) == pick_solos(sizes, 1 << 20, 3)
 
 
 def test_venv_only_small_packages_ride_in_uv_s_layer_which_comes_last():

@@ -376,9 +376,9 @@ def test_two_services_venv_only_images_share_the_package_layer(venv_only, build_
 def test_venv_only_gives_big_packages_a_layer_the_small_ones_ride_with_uv_and_the_budget_holds(
         venv_only, build_setup, make_project, tmp_path):
     """Packages of at least --solo-threshold installed get a layer each, the small ones go in uv's
-    own layer; --max-layers caps the number (one layer per package broke Docker's 125-layer limit
-    for a big lock); the image still installs every package, and an unchanged re-push finds every
-    layer from uv's, which names the packages it holds."""
+    own layer; --max-layers caps the number (one layer per package had no bound, and Docker refuses
+    images of more than 125 layers); the image still installs every package, and an unchanged
+    re-push finds every layer from uv's, which names the packages it holds."""
     lock = make_project(tmp_path / "sized", ["heavy", "numpy", "small-b", "small-c"])  # small-b needs small-a
 
     def layers_of(ref: str) -> list[list[str]]:
