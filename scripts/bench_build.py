@@ -26,7 +26,8 @@ Scenarios:
   f  as e, the two services being members of one uv workspace (one lock, one cache image)
 Builders: buildah (overlay storage, runc) and dockerd's BuildKit: `docker`, Debian 12's 20.10 (overlay2);
 `docker26-containerd`, Debian 13's 26.1 (unpacked by scripts/docker-engine.sh) with containerd's image
-store; `docker26`, the same on overlay2 (not run by default). Docker gunzips layers with Go's gzip
+store; `docker26`, the same on overlay2; `docker28` and `docker28-containerd`, Debian testing's 28.5
+(`scripts/docker-engine.sh forky`), on either store (not run by default). Docker gunzips layers with Go's gzip
 unless `unpigz` is on its PATH: Debian's docker.io does not install pigz, Docker's own packages
 recommend it (and CI runner images carry it), so each dockerd builder also comes as `<builder>-pigz`
 (not run by default); without the suffix, unpigz is turned off. A fresh store per run; the order
@@ -216,10 +217,25 @@ def _timed(cmd: list[str], **kwargs: object) -> float:
     return elapsed
 
 
-DOCKERDS = ["docker", "docker26", "docker26-containerd"]
+DOCKERDS = ["docker", "docker26", "docker26-containerd", "docker28", "docker28-containerd"]
+ENGINE_SUITES = {"docker26": "trixie", "docker28": "forky"}  # scripts/docker-engine.sh's suites
 BUILDERS = ["buildah", *DOCKERDS, *(f"{d}-pigz" for d in DOCKERDS)]
 DEFAULT_BUILDERS = ["buildah", "docker", "docker26-containerd"]
 RUN_STAMP = time.strftime("%Y%m%dT%H%M%S")  # each run's BuildKit logs in a directory of their own
+
+
+@dataclass(frozen=True)
+class DockerdSetup:
+    suite: str | None  # scripts/docker-engine.sh's suite, None for the system's dockerd
+    containerd_store: bool
+    unpigz: bool
+
+
+def dockerd_setup(builder: str) -> DockerdSetup:
+    """What a dockerd builder's name asks for: `<engine>[-containerd][-pigz]`."""
+    engine = builder.removesuffix("-pigz").removesuffix("-containerd")
+    return DockerdSetup(ENGINE_SUITES.get(engine), builder.removesuffix("-pigz").endswith("-containerd"),
+                        builder.endswith("-pigz"))
 
 
 def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
@@ -227,13 +243,13 @@ def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
         return BuildahRunner(work)
     from tests.support.builders import unpacked_docker_engine
 
+    setup = dockerd_setup(builder)
     try:
-        engine = unpacked_docker_engine() if builder.startswith("docker26") else None
+        engine = unpacked_docker_engine(setup.suite) if setup.suite else None
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
     return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")), engine,  # short socket paths
-                        containerd_store=builder.removesuffix("-pigz") == "docker26-containerd",
-                        unpigz=builder.endswith("-pigz"))
+                        containerd_store=setup.containerd_store, unpigz=setup.unpigz)
 
 
 def _context(work: Path, lock: Path, text: str) -> Path:
@@ -363,8 +379,9 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--builder", action="append", choices=BUILDERS,
                         help="docker: Debian 12's dockerd 20.10; docker26: Debian 13's dockerd 26.1 "
-                             "(scripts/docker-engine.sh), docker26-containerd: the same with containerd's "
-                             "image store; <builder>-pigz: the same with unpigz (as Docker's own packages "
+                             "(scripts/docker-engine.sh); docker28: Debian testing's 28.5 (scripts/docker-engine.sh "
+                             "forky); <engine>-containerd: with containerd's image store instead of overlay2; "
+                             "<builder>-pigz: the same with unpigz (as Docker's own packages "
                              "install it); default: buildah, docker and docker26-containerd")
     parser.add_argument("--variant", action="append", choices=VARIANTS,
                         help="default: " + ", ".join(DEFAULT_VARIANTS))

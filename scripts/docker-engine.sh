@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Unpack a newer Docker engine than Debian 12's (docker.io 20.10, BuildKit 0.8) beside the system's, for the
-# build benchmark and the tests that build with it: Debian 13's docker.io (dockerd 26.1, BuildKit 0.13),
-# containerd 1.7, its CLI and the buildx plugin. Nothing is installed system-wide: apt fetches the
-# packages with a state directory of its own (signatures checked against the system's Debian keyring)
-# and dpkg-deb unpacks them into the directory printed on stdout:
-#   scripts/docker-engine.sh            -> .cache/docker-engine/trixie/root
-# Its binaries need glibc >= 2.34 (Debian 12 has 2.36) and run with the system's runc.
+# build benchmark and the tests that build with it: a Debian suite's docker.io, containerd, its CLI and
+# the buildx plugin. Nothing is installed system-wide: apt fetches the packages with a state directory
+# of its own (signatures checked against the system's Debian keyring) and dpkg-deb unpacks them into
+# the directory printed on stdout:
+#   scripts/docker-engine.sh          -> .cache/docker-engine/trixie/root  Debian 13: dockerd 26.1, containerd 1.7
+#   scripts/docker-engine.sh forky    -> .cache/docker-engine/forky/root   Debian testing: dockerd 28.5, containerd 2.1
+#                                        (on 2026-12-03; testing moves: `dockerd --version` says which)
+# The tests use trixie's (a stable release); the build benchmark can also measure forky's. Their
+# binaries need glibc >= 2.34 (Debian 12 has 2.36) and run with the system's runc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-suite=trixie
+suite=${1:-trixie}
+case "$suite" in
+  trixie|forky) ;;
+  *) echo "docker-engine: unknown suite '$suite' (trixie: Docker 26.1, forky: Docker 28.x)" >&2; exit 2 ;;
+esac
 packages=(docker.io containerd docker-cli docker-buildx)
 base="$PWD/.cache/docker-engine/$suite"
 root="$base/root"

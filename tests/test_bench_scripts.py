@@ -59,3 +59,15 @@ def test_bench_build_variants_use_their_images():
     assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd",
                 "stacked-venv-only-tar", "stacked-venv-only-each"} & set(
         bench.DEFAULT_VARIANTS)
+
+
+def test_bench_build_dockerd_names_say_engine_store_and_gunzip():
+    bench = _bench_build()
+    setup = bench.dockerd_setup
+    assert setup("docker") == bench.DockerdSetup(None, False, False)  # the system's 20.10
+    assert setup("docker26-pigz") == bench.DockerdSetup("trixie", False, True)
+    assert setup("docker28-containerd") == bench.DockerdSetup("forky", True, False)
+    assert setup("docker28-containerd-pigz") == bench.DockerdSetup("forky", True, True)
+    suites = {setup(b).suite for b in bench.BUILDERS if b != "buildah"} - {None}
+    engine_script = (REPO / "scripts" / "docker-engine.sh").read_text()
+    assert all(f"{suite}|" in engine_script or f"|{suite})" in engine_script for suite in suites)

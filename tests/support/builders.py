@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def unpacked_docker_engine() -> Path:
-    """Debian 13's Docker (dockerd 26.1, containerd 1.7, buildx), unpacked into .cache/ by
-    scripts/docker-engine.sh (fetched on first use; a RuntimeError with its output if that fails)."""
+def unpacked_docker_engine(suite: str = "trixie") -> Path:
+    """A Debian suite's Docker, unpacked into .cache/ by scripts/docker-engine.sh (fetched on first use;
+    a RuntimeError with its output if that fails): trixie's (Debian 13: dockerd 26.1, containerd 1.7,
+    buildx), which the tests use, or forky's (Debian testing: dockerd 28.5 when measured)."""
     script = Path(__file__).resolve().parents[2] / "scripts" / "docker-engine.sh"
-    proc = subprocess.run([str(script)], capture_output=True, text=True)
+    proc = subprocess.run([str(script), suite], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"scripts/docker-engine.sh failed: {proc.stderr[-2000:]}")
     return Path(proc.stdout.strip())
