@@ -123,7 +123,8 @@ def main() -> None:
     engines = args.engine or DEFAULT_ENGINES
 
     from bench_build import dockerd_setup  # the same engine names and unpacking as the build benchmark
-    from tests.support.builders import Dockerd, unpacked_docker_engine
+
+    from tests.support.builders import Dockerd, dockerd_version, unpacked_docker_engine
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -145,6 +146,7 @@ def main() -> None:
             installs[engine] = unpacked_docker_engine(setup.suite) if setup.suite else None
         except RuntimeError as exc:
             raise SystemExit(str(exc)) from None
+        print(f"{engine}: {dockerd_version(installs[engine])}", file=sys.stderr)
 
     times: dict[tuple[str, str], list[float]] = {(e, n): [] for e in engines for n in archives}
     for repeat in range(args.repeat):

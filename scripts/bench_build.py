@@ -238,6 +238,21 @@ def dockerd_setup(builder: str) -> DockerdSetup:
                         builder.endswith("-pigz"))
 
 
+def print_engines(builders: list[str]) -> None:
+    """The dockerd version each builder runs, on stderr: the record a run's results need."""
+    from tests.support.builders import dockerd_version, unpacked_docker_engine
+
+    for builder in builders:
+        if builder == "buildah":
+            continue
+        setup = dockerd_setup(builder)
+        try:
+            engine = unpacked_docker_engine(setup.suite) if setup.suite else None
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
+        print(f"{builder}: {dockerd_version(engine)}", file=sys.stderr, flush=True)
+
+
 def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
     if builder == "buildah":
         return BuildahRunner(work)
@@ -400,6 +415,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     variants = list(args.variant or DEFAULT_VARIANTS)
     stacked = tuple(v for v in STACKED_PUSH_ARGS if v in variants)
+    print_engines(args.builder or DEFAULT_BUILDERS)
     locks, images, servers = setup(work, args.rate_mbps, args.bytecode, stacked)
     results = []
     try:

@@ -29,6 +29,16 @@ def unpacked_docker_engine(suite: str = "trixie") -> Path:
     return Path(proc.stdout.strip())
 
 
+def dockerd_version(engine: Path | None = None) -> str:
+    """What `dockerd --version` prints for an unpacked engine (the system's without one), for the
+    benchmarks' records."""
+    binary = str(engine / "usr" / "sbin" / "dockerd") if engine is not None else shutil.which("dockerd")
+    if binary is None:
+        return "dockerd not installed"
+    proc = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    return proc.stdout.strip() or proc.stderr.strip()
+
+
 @dataclass
 class Buildah:
     root: Path
