@@ -71,3 +71,37 @@ def test_bench_build_dockerd_names_say_engine_store_and_gunzip():
     suites = {setup(b).suite for b in bench.BUILDERS if b != "buildah"} - {None}
     engine_script = (REPO / "scripts" / "docker-engine.sh").read_text()
     assert all(f"{suite}|" in engine_script or f"|{suite})" in engine_script for suite in suites)
+
+
+def _bench_apply():
+    spec = importlib.util.spec_from_file_location("bench_apply", REPO / "scripts" / "bench_apply.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_apply_archive_is_what_docker_load_reads(tmp_path):
+    """The archive names its one layer by the layer's own digest (what dockerd checks), and the layer
+    holds the tree's entries with their parents, as ocicache's tar writer makes them."""
+    import hashlib
+    import json
+    import tarfile
+
+    from ocicache.tree import walk_tree
+
+    bench = _bench_apply()
+    trees = bench.synthetic_tree(tmp_path / "trees", files=30, dirs=4, file_bytes=10, mib=1)
+    archive = tmp_path / "files.tar"
+    count = bench.docker_archive(list(walk_tree(trees["files"], "opt/files")), archive)
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))
+        config = json.load(outer.extractfile("config.json"))
+        layer = outer.extractfile("layer.tar").read()
+    assert manifest == [{"Config": "config.json", "RepoTags": [bench.TAG], "Layers": ["layer.tar"]}]
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{hashlib.sha256(layer).hexdigest()}"]
+    (tmp_path / "layer.tar").write_bytes(layer)
+    with tarfile.open(tmp_path / "layer.tar") as inner:
+        names = inner.getnames()
+    assert count == len(names) == 1 + 1 + 4 + 30  # opt/, opt/files/, the 4 directories, the 30 files
+    assert sum(1 for n in names if n.endswith(".py")) == 30
