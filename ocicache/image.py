@@ -75,6 +75,11 @@ class SourceImage:
         """push --venv-only: the image holds an installed environment and no uv cache."""
         return self.annotations.get(oci.A_STACK_VENV_ONLY) == "true"
 
+    @property
+    def venv_archives(self) -> str:
+        """push --venv-archives: where in the image the environment's tars are, or ""."""
+        return self.annotations.get(oci.A_STACK_VENV_ARCHIVES, "")
+
     def cache_layers(self) -> list[Descriptor]:
         """The layers that hold the uv cache: all of them, or in a stacked image only ocicache's."""
         root = self.stack_root

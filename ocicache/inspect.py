@@ -50,6 +50,7 @@ def describe(reference: str, image: SourceImage) -> dict[str, Any]:
         "stack_root": annotations.get(oci.A_STACK_ROOT),
         "venv": annotations.get(oci.A_STACK_VENV),  # push --venv: the installed environment's path
         "venv_only": annotations.get(oci.A_STACK_VENV_ONLY) == "true",  # push --venv-only: no cache
+        "venv_archives": annotations.get(oci.A_STACK_VENV_ARCHIVES),  # push --venv-archives: the tars' directory
         "bytecode": annotations.get(oci.A_BYTECODE),  # push --compile-bytecode: the compiling interpreter
         "skipped": json_list(annotations.get(oci.A_SKIPPED, "[]")),
         "total_size": sum(layer["size"] for layer in layers),
@@ -90,7 +91,10 @@ def format_table(info: dict[str, Any]) -> str:
     if info.get("bytecode"):
         lines.append(f"bytecode: each package's pycs, compiled by {info['bytecode']}")
     if info.get("stacked_on"):
-        if info.get("venv_only"):
+        if info.get("venv_archives"):
+            lines.append(f"made on {info['stacked_on']}: the environment at {info.get('venv')} as one tar per layer "
+                         f"in {info['venv_archives']}, no base layers, no uv cache (push --venv-archives)")
+        elif info.get("venv_only"):
             lines.append(f"stacked on {info['stacked_on']}: the environment at {info.get('venv')}, no uv cache "
                          "(push --venv-only)")
         else:

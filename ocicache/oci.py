@@ -30,6 +30,7 @@ A_STACK_ROOT: Final = "dev.ocicache.stack.root"  # --base: the cache's directory
 A_STACK_BASE: Final = "dev.ocicache.stack.base"  # --base: the base image, as REF@DIGEST
 A_STACK_VENV: Final = "dev.ocicache.stack.venv"  # --venv: the environment installed in the image
 A_STACK_VENV_ONLY: Final = "dev.ocicache.stack.venv-only"  # --venv-only: "true", the image holds no cache
+A_STACK_VENV_ARCHIVES: Final = "dev.ocicache.stack.venv-archives"  # --venv-archives: where the tars are
 A_TARGET_PLATFORM: Final = "dev.ocicache.target.platform"
 A_TARGET_PYTHON: Final = "dev.ocicache.target.python"
 A_TARGET_PYTHON_PLATFORM: Final = "dev.ocicache.target.python-platform"

@@ -65,6 +65,7 @@ from .tree import PackageTree
 from .uvcache import FormatSet, format_set
 from .uvcache.unzip import NotPlainWheelError
 from .venv import (
+    ARCHIVE_DIR,
     VENV_KIND,
     VenvSpec,
     build_venv_layers,
@@ -105,6 +106,7 @@ class PushOptions:
     base: str | None = None  # stack the cache on this image (--base), at consumer_cache_dir or /root/.cache/uv
     venv: str | None = None  # with base: the project's environment installed at this path (--venv, venv.py)
     venv_only: bool = False  # with venv: its files, one layer per package, and no cache layers (--venv-only)
+    venv_archives: bool = False  # with venv_only: each layer's files as one tar, no base layers (--venv-archives)
     unpack_wheels: bool = True  # False (--uv-unpacks-all): uv fills every package, none unpacked by ocicache
     compile_bytecode: bool = False  # the unpacked wheels' pycs in the layers (bytecode.py)
     bytecode_required: bool = True  # False (inferred from --dockerfile): no compiler here means no pycs, a note
@@ -623,8 +625,9 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
             layers = [layer for layer, _ in made]
             annotations = _target_annotations(opts, uv, formats, target, codec, selection.skipped, bytecode, base,
                                               root)
-            return _Built(target=target, image=assemble_image(layers, target, annotations, base), layers=layers,
-                          blobs=[*((d, BlobOrigin(source=base.source)) for d in base.layers),
+            under = None if opts.venv_archives else base  # archives are mounted, not built FROM: no base layers
+            return _Built(target=target, image=assemble_image(layers, target, annotations, under), layers=layers,
+                          blobs=[*((d, BlobOrigin(source=base.source)) for d in (under.layers if under else ())),
                                  *((layer.descriptor(), origin) for layer, origin in made)],
                           new_digests=set(), reused_from_pool=set(), skipped=selection.skipped)
     if pool is not None:
@@ -700,7 +703,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         if opts.venv_only:  # the environment replaces the cache (which stays in the pool, if any)
             pool_only = [(layer, origin) for layer, (_, origin) in zip(layers, blobs[len(base.layers):], strict=True)
                          if layer.digest not in from_pool]
-            layers, blobs = [], blobs[:len(base.layers)]
+            layers, blobs = [], [] if opts.venv_archives else blobs[:len(base.layers)]
             new, from_pool = set(), set()
         for layer, origin in venv_layers:
             if origin.path is not None:
@@ -708,7 +711,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
             layers.append(layer)
             blobs.append((layer.descriptor(), origin))
     annotations = _target_annotations(opts, uv, formats, target, codec, selection.skipped, bytecode, base, root)
-    image = assemble_image(layers, target, annotations, base)
+    image = assemble_image(layers, target, annotations, None if opts.venv_archives else base)
     return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
                   reused_from_pool=from_pool, skipped=selection.skipped, pool_only=pool_only)
 
@@ -724,6 +727,8 @@ def _target_annotations(opts: PushOptions, uv: UvTool, formats: FormatSet, targe
         annotations[oci.A_STACK_VENV] = opts.venv
         if opts.venv_only:
             annotations[oci.A_STACK_VENV_ONLY] = "true"
+        if opts.venv_archives:
+            annotations[oci.A_STACK_VENV_ARCHIVES] = "/" + ARCHIVE_DIR
     return annotations
 
 
@@ -739,7 +744,8 @@ def _venv_plan(opts: PushOptions, lock: Lock, uv: UvTool, base: BaseImage,
     assert opts.venv is not None
     spec = VenvSpec(path=opts.venv, cache_root=stack_root(opts.consumer_cache_dir), lock_dir=lock.path.parent,
                     narrowing=opts.narrowing, uv=uv, files=opts.venv_only, solo_threshold=opts.solo_threshold,
-                    solo_slots=max_layers - 1)  # the budget: uv's own layer, and one per solo package
+                    solo_slots=max_layers - 1,  # the budget: uv's own layer, and one per solo package
+                    archives=opts.venv_archives)
     key = venv_key(spec, base, [k for _, k in keyed], target)
     return _VenvPlan(spec, key, sorted({canonicalize_name(s.name) for s, _ in keyed}))
 

@@ -40,22 +40,24 @@ from packaging.utils import canonicalize_name
 
 from .assemble import LayerDescription
 from .base_image import config_env
-from .compress import Codec
+from .compress import Codec, get_codec
 from .dest import BlobOrigin
 from .errors import OcicacheError, UsageError
 from .oci import Descriptor
-from .pack import pack_layer, packed_result, tar_workers
+from .pack import PackedLayer, pack_layer, packed_result, tar_workers
 from .plan import pick_solos
 from .populate import Narrowing, UvTool
 from .stack import BaseImage
 from .target import Target, host_oci_platform
-from .tree import Entry, walk_tree, with_parents
+from .tree import Entry, file_entry, walk_tree, with_parents
 from .unpack import open_layer
 
-__all__ = ["VENV_KIND", "VenvSpec", "build_venv_layers", "check_can_install", "check_venv_path", "layer_order",
-           "package_layer_key", "solo_layer_keys", "venv_key"]
+__all__ = ["ARCHIVE_DIR", "VENV_KIND", "VenvSpec", "archive_name", "build_venv_layers", "check_can_install",
+           "check_venv_path", "layer_order", "pack_archive_layer", "package_layer_key", "solo_layer_keys",
+           "venv_key"]
 
 VENV_KIND = "venv"  # the layer kind (dev.ocicache.layer.kind)
+ARCHIVE_DIR = "ocicache/venv"  # --venv-archives: where each layer's one tar sits in the image
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 _MAX_LINKS = 40  # symlinks followed while resolving one path, as the kernel's ELOOP limit
@@ -82,6 +84,7 @@ class VenvSpec:
     files: bool = False  # --venv-only: the packages' own files (hardlinked at push time), a layer per big package
     solo_threshold: int = 0  # with files: installed size from which a package gets a layer of its own
     solo_slots: int = 0  # with files: at most this many such layers (the budget, less uv's own layer)
+    archives: bool = False  # with files: each layer holds its files as one tar under ARCHIVE_DIR (--venv-archives)
 
     def sync_args(self) -> list[str]:
         return ["sync", "--frozen", "--offline", "--no-install-workspace", "--link-mode",
@@ -95,7 +98,8 @@ def venv_key(spec: VenvSpec, base: BaseImage, package_keys: Iterable[str], targe
     h = hashlib.sha256()
     for part in (spec.path, spec.cache_root, spec.uv.version, " ".join(spec.sync_args()), target.describe(),
                  *(str(d.digest) for d in base.layers), *sorted(package_keys),
-                 *((f"solo:{spec.solo_threshold}/{spec.solo_slots}",) if spec.files else ())):
+                 *((f"solo:{spec.solo_threshold}/{spec.solo_slots}",) if spec.files else ()),
+                 *(("archives",) if spec.archives else ())):
         h.update(part.encode() + b"\0")
     for rel, source in _project_files(spec.lock_dir):
         h.update(rel.encode() + b"\0" + hashlib.sha256(source.read_bytes()).digest())
@@ -150,8 +154,13 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
             for solo, (dists, members) in groups.items():
                 layer_key = package_layer_key(key, solo) if solo else key
                 out = scratch / "blobs" / f"{layer_key}.layer"
-                futures.append((solo, dists, layer_key, out, executor.submit(
-                    pack_layer, with_parents(members) if spec.files else members, out, codec, parent)))
+                if spec.archives:
+                    job = executor.submit(pack_archive_layer, with_parents(members), out, codec, parent,
+                                          archive_name(solo))
+                else:
+                    job = executor.submit(pack_layer, with_parents(members) if spec.files else members, out, codec,
+                                          parent)
+                futures.append((solo, dists, layer_key, out, job))
             for solo, dists, layer_key, out, future in futures:
                 packed = packed_result(future, solo or f"the environment {spec.path}")
                 built.append((LayerDescription(digest=packed.digest, diff_id=packed.diff_id, size=packed.size,
@@ -161,6 +170,25 @@ def build_venv_layers(spec: VenvSpec, base: BaseImage, cache_layers: list[tuple[
         _remove_root(rootfs)
     paths = {layer.digest: path for layer, path in built}
     return [(layer, paths[layer.digest]) for layer in layer_order([layer for layer, _ in built], key)]
+
+
+def archive_name(solo: str | None) -> str:
+    """The file a --venv-archives layer holds: `<package>.tar` for a package's own layer,
+    `_environment.tar` for uv's (no canonical package name starts with `_`)."""
+    return f"{ARCHIVE_DIR}/{solo or '_environment'}.tar"
+
+
+def pack_archive_layer(entries: list[Entry], out_path: Path, codec: Codec, root: str, name: str) -> PackedLayer:
+    """A --venv-archives layer: the uncompressed tar `pack_layer` would make of `entries` (under
+    `root`), as the one file `name` of a layer compressed with `codec`. A builder applies one file
+    where it would apply thousands; the build's `tar -x` writes them (docs/dockerfile-patterns.md).
+    The same bytes in, the same archive and layer out."""
+    inner = out_path.with_name(out_path.name + ".tar")
+    try:
+        pack_layer(entries, inner, get_codec("none"), root)
+        return pack_layer(with_parents([file_entry(name, inner)]), out_path, codec)
+    finally:
+        inner.unlink(missing_ok=True)
 
 
 def layer_order(layers: list[LayerDescription], key: str) -> list[LayerDescription]:

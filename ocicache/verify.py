@@ -216,6 +216,10 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
     # an installed environment (--venv) is rebuilt too, on the same base, and compared entry by entry
     venv, base = ann.get(oci.A_STACK_VENV), ann.get(oci.A_STACK_BASE)
     stacked: dict[str, Any] = {"base": base, "venv": venv, "venv_only": image.venv_only} if venv and base else {}
+    if image.venv_archives:  # the files are inside one tar per layer, which the comparison does not open
+        raise UsageError(f"{image.where}: it holds the environment as archives (push --venv-archives), which "
+                         "--rebuild does not compare yet: verify without --rebuild (every layer is checked), or "
+                         "--rebuild the same lock pushed with --venv-only")
     if stacked and os.geteuid() != 0:
         raise UsageError(f"{image.where}: it holds an installed environment (push --venv), which --rebuild makes "
                          "again inside its base image: run the verify as root, or without --rebuild")

@@ -15,6 +15,9 @@ Variants (each a Dockerfile installing the project with `uv sync --frozen --no-i
             the build's `uv sync` then finds it complete; not run by default: the push needs root)
   stacked-venv-only  the environment's own files, one layer per package, and no cache (`push --venv
             /app/.venv --venv-only`; not run by default: the push needs root); `-zstd`: zstd layers
+  venv-archives  --venv-only's layers as one tar each (`push --venv /app/.venv --venv-archives`), the
+            image bind-mounted and its tars extracted with tar before `uv sync --offline` (not run by
+            default: the push needs root)
   stacked-one   the same, every package in one layer (`--buckets 1 --solo-threshold 1024GiB`; not
             run by default: it gives up the per-package layers; it measures what the layer count costs)
 Scenarios:
@@ -105,6 +108,8 @@ STACKED_PUSH_ARGS = {
     "stacked-venv-only-tar": ["--venv", "/app/.venv", "--venv-only", "--compression", "none"],  # no codec at all
     # one layer per package, as before the small ones rode with uv's own files
     "stacked-venv-only-each": ["--venv", "/app/.venv", "--venv-only", "--solo-threshold", "0"],
+    # --venv-only's layers, each as one tar, bind-mounted by the build and extracted with tar
+    "venv-archives": ["--venv", "/app/.venv", "--venv-archives"],
 }
 VARIANTS = ("guide", "bind", *STACKED_PUSH_ARGS)
 DEFAULT_VARIANTS = ["guide", "bind", "stacked"]
@@ -127,6 +132,10 @@ def dockerfile(variant: str, images: dict[str, str], project: str, bytecode: boo
                 f"ENV UV_LINK_MODE=copy\n{env}COPY . /app/\n"
                 f"RUN --mount=type=bind,from=uvcache,target=/root/.cache/uv,rw {install} --offline\n")
     stacked = images[f"{project}:{variant}"]
+    if variant == "venv-archives":  # not FROM: the tars, extracted by the base image's tar
+        return (f"FROM {base}\nWORKDIR /app\n{env}COPY . /app/\n"
+                f"RUN --mount=type=bind,from={stacked},source=/ocicache/venv,target=/tmp/ocicache-venv "
+                f"for a in /tmp/ocicache-venv/*.tar; do tar -xf \"$a\" -C /; done && {install} --offline\n")
     return (f"FROM {stacked}\nWORKDIR /app\n{env}COPY . /app/\n"
             f"RUN {install} --offline --link-mode symlink\n")
 

@@ -38,7 +38,8 @@ def test_bench_build_variants_use_their_images():
               "worker:stacked-venv": "reg/worker-stacked-venv", "worker:stacked-venv-only": "reg/worker-venv-only",
               "worker:stacked-venv-only-zstd": "reg/worker-venv-only-zstd",
               "worker:stacked-venv-only-tar": "reg/worker-venv-only-tar",
-              "worker:stacked-venv-only-each": "reg/worker-venv-only-each"}
+              "worker:stacked-venv-only-each": "reg/worker-venv-only-each",
+              "worker:venv-archives": "reg/worker-archives"}
     files = {v: bench.dockerfile(v, images, "worker") for v in bench.VARIANTS}
     assert files["guide"].startswith("FROM reg/base\n") and "type=cache" in files["guide"]
     assert "FROM reg/worker-cache AS uvcache" in files["bind"] and "--offline" in files["bind"]
@@ -55,9 +56,13 @@ def test_bench_build_variants_use_their_images():
     assert bench.STACKED_PUSH_ARGS["stacked-venv-only-tar"][-2:] == ["--compression", "none"]
     assert files["stacked-venv-only-tar"].startswith("FROM reg/worker-venv-only-tar\n")
     assert bench.STACKED_PUSH_ARGS["stacked-venv-only-each"][-2:] == ["--solo-threshold", "0"]
+    assert bench.STACKED_PUSH_ARGS["venv-archives"][-1] == "--venv-archives"
+    archives = files["venv-archives"]
+    assert archives.startswith("FROM reg/base\n") and "from=reg/worker-archives,source=/ocicache/venv" in archives
+    assert 'tar -xf "$a" -C /' in archives and archives.rstrip().endswith("--offline")
     assert set(bench.DEFAULT_VARIANTS) <= set(bench.VARIANTS)
     assert not {"stacked-zstd", "stacked-one", "stacked-venv", "stacked-venv-only", "stacked-venv-only-zstd",
-                "stacked-venv-only-tar", "stacked-venv-only-each"} & set(
+                "stacked-venv-only-tar", "stacked-venv-only-each", "venv-archives"} & set(
         bench.DEFAULT_VARIANTS)
 
 

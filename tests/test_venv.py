@@ -459,3 +459,91 @@ def test_a_bump_keeps_the_bigger_packages_layers_at_the_bottom_of_a_venv_only_im
     # uv's own layer comes last, and changes (it holds the small packages, the bumped one included)
     assert [p["name"] for p in before[-1][1]] == ["gc-beta", "small-a"] and before[-1][0] != after[-1][0]
     assert [p["version"] for p in after[-1][1]] == ["2.0", "1.0"]
+
+
+# --- push --venv-archives: the environment as one tar per layer, extracted by the build ----------
+
+ARCHIVES = "/tmp/ocicache-venv"
+
+
+@pytest.fixture(scope="module")
+def venv_archives(build_setup, registries) -> dict[str, object]:
+    host = registries["plain"].host
+    ref = f"{host}/venv/archives:1"
+    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV,
+                          "--venv-archives", "--json").json()
+    return {"ref": ref, "pushed": pushed, "host": host}
+
+
+def _blob(ref: str, digest: str) -> bytes:
+    import httpx
+
+    host, repo_tag = ref.split("/", 1)
+    return httpx.get(f"http://{host}/v2/{repo_tag.rsplit(':', 1)[0]}/blobs/{digest}").content
+
+
+def test_venv_archives_hold_each_venv_only_layer_as_one_tar_and_no_base_layers(venv_archives, venv_only,
+                                                                               build_setup):
+    import gzip
+    import hashlib
+
+    manifest = _raw_manifest(str(venv_archives["ref"]))
+    assert manifest["annotations"]["dev.ocicache.stack.venv-archives"] == "/ocicache/venv"
+    assert manifest["annotations"]["dev.ocicache.stack.venv-only"] == "true"
+    layers = manifest["layers"]
+    assert all("dev.ocicache.layer.key" in layer.get("annotations", {}) for layer in layers)  # no base layers
+    named = [[p["name"] for p in json.loads(layer["annotations"]["dev.ocicache.layer.packages"])] for layer in layers]
+    assert named == [["heavy"], sorted(set(PACKAGES) - {"heavy"})], named
+    only = [layer for layer in _raw_manifest(str(venv_only["ref"]))["layers"]
+            if "dev.ocicache.layer.key" in layer.get("annotations", {})]
+    for layer, file, theirs in zip(layers, ("heavy.tar", "_environment.tar"), only, strict=True):
+        with tarfile.open(fileobj=io.BytesIO(_blob(str(venv_archives["ref"]), layer["digest"])), mode="r:gz") as tf:
+            assert tf.getnames() == ["ocicache", "ocicache/venv", f"ocicache/venv/{file}"]
+            inner = tf.extractfile(f"ocicache/venv/{file}").read()  # type: ignore[union-attr]
+        # the very tar the --venv-only layer is, compressed there and wrapped here
+        venv_only_tar = gzip.decompress(_blob(str(venv_only["ref"]), theirs["digest"]))
+        assert hashlib.sha256(inner).digest() == hashlib.sha256(venv_only_tar).digest(), file
+    again = run_ocicache("push", build_setup["lock"], venv_archives["ref"], "--base", build_setup["base"], "--venv",
+                         VENV, "--venv-archives", "--json").json()
+    assert again["manifest_digest"] == venv_archives["pushed"]["manifest_digest"]  # type: ignore[index]
+    assert again["packages_populated"] == 0 and again["layers_built"] == 0 and again["blobs_uploaded"] == 0, again
+    info = run_ocicache("inspect", venv_archives["ref"]).stdout
+    assert "push --venv-archives" in info and "/ocicache/venv" in info, info
+
+
+def test_builds_that_extract_the_archives_install_nothing(venv_archives, build_setup, dockerd, tmp_path):
+    """buildah and dockerd's BuildKit (overlay2), --network none: the image bind-mounted, its tars
+    extracted with the base image's tar, and uv finds the environment complete."""
+    require_tool("buildah")
+    body = (f"FROM {build_setup['base']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            f"RUN --mount=type=bind,from={venv_archives['ref']},source=/ocicache/venv,target={ARCHIVES} "
+            f"for a in {ARCHIVES}/*.tar; do tar -xf \"$a\" -C /; done && "
+            "uv sync --frozen --offline --no-install-project 2>&1 | sed 's/^/uv: /'\n"
+            f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('imports ok')\" && "
+            "test -f /app/.venv/lib/python3.11/site-packages/heavy/data.bin && "
+            "! test -L /app/.venv/lib/python3.11/site-packages/heavy/data.bin && ! test -e /ocicache && "
+            f"! test -e {ARCHIVES}/heavy.tar && echo own-files\n")
+    context = build_context(tmp_path, build_setup["lock"], body)
+    for build in (lambda: Buildah(tmp_path / "buildah").build(context, "localhost/venv-archives"),
+                  lambda: DockerBuilder(dockerd, buildkit=True).build(context, "venv-archives-bk")):
+        result = build()
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and "imports ok" in out and "own-files" in out, out[-3000:]
+        assert "uv: Installed" not in out and "uv: Removed" not in out, out[-3000:]
+
+
+def test_check_pull_and_verify_of_venv_archives(venv_archives, build_setup, make_project, tmp_path):
+    check = run_ocicache("check", venv_archives["ref"], build_setup["lock"], "--json", check=False)
+    assert check.returncode == 0 and check.json()["found"] == 5, check.stdout + check.stderr
+    bigger = make_project(tmp_path / "bigger", ["heavy", "small-b", "small-c"])
+    check = run_ocicache("check", venv_archives["ref"], bigger, "--json", check=False)
+    assert check.returncode == 1 and any("not installed" in m for m in check.json()["missing"]), check.stdout
+    pulled = run_ocicache("pull", venv_archives["ref"], tmp_path / "cache", check=False)
+    assert pulled.returncode != 0 and "extract /ocicache/venv/*.tar" in pulled.stderr, pulled.stderr
+    assert "Traceback" not in pulled.stderr and not (tmp_path / "cache").exists()
+    verify = run_ocicache("verify", venv_archives["ref"], build_setup["lock"], check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    rebuild = run_ocicache("verify", venv_archives["ref"], build_setup["lock"], "--rebuild", check=False)
+    assert rebuild.returncode == 2 and "--venv-archives" in rebuild.stderr, rebuild.stderr
+    run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--venv-archives", check=False)
+    assert run.returncode == 2 and "--venv-archives" in run.stderr and "Traceback" not in run.stderr, run.stderr
