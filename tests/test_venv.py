@@ -515,8 +515,9 @@ def test_builds_that_extract_the_archives_install_nothing(venv_archives, build_s
     """buildah and dockerd's BuildKit (overlay2), --network none: the image bind-mounted, its tars
     extracted with the base image's tar, and uv finds the environment complete."""
     require_tool("buildah")
-    body = (f"FROM {build_setup['base']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
-            f"RUN --mount=type=bind,from={venv_archives['ref']},source=/ocicache/venv,target={ARCHIVES} "
+    body = (f"FROM {venv_archives['ref']} AS venv\n"  # through a stage, as docs/dockerfile-patterns.md writes it
+            f"FROM {build_setup['base']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            f"RUN --mount=type=bind,from=venv,source=/ocicache/venv,target={ARCHIVES} "
             f"for a in {ARCHIVES}/*.tar; do tar -xf \"$a\" -C /; done && "
             "uv sync --frozen --offline --no-install-project 2>&1 | sed 's/^/uv: /'\n"
             f"RUN /app/.venv/bin/python -c \"{IMPORTS}; print('imports ok')\" && "
