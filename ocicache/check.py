@@ -67,7 +67,7 @@ def check_image(image: str, lock_path: Path, *, platform: str | None, python: st
     annotations = image.annotations
     stacked_root = annotations.get(oci.A_STACK_ROOT)
     venv_only = image.venv_only
-    problems = build_problems(installed=venv_only) if build_problems else []
+    problems = build_problems(installed=venv_only, archives=bool(image.venv_archives)) if build_problems else []
     installed = annotations.get(oci.A_STACK_VENV)
     if venv_only and build_environment is not None and build_environment != installed:
         problems.append(f"the image holds the environment at {str(installed)[:200]} and no uv cache (push "

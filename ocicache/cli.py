@@ -408,7 +408,8 @@ def _push(args: argparse.Namespace) -> int:
             raise UsageError(f"--base: the build runs as {consumers[0].user}, and a stacked cache is owned by root "
                              "(uv must write to its cache); run the uv step as root, or drop --base")
         if not args.destination.startswith("oci:"):
-            for problem in consumers[0].problems(args.destination, installed=venv_only):
+            for problem in consumers[0].problems(args.destination, installed=venv_only,
+                                                 archives=args.venv_archives):
                 print(f"ocicache: warning: {problem}", file=sys.stderr)
     opts = PushOptions(lock=args.lock, destination=args.destination, platforms=tuple(args.platform),
                        python=python, python_platforms=python_platforms, narrowing=narrowing,

@@ -60,10 +60,11 @@ class Consumer:
         """The uv step's stage starts FROM `image` (a stacked cache image: push --base)."""
         return _normal(self.base_image) == _normal(image)
 
-    def problems(self, image: str, *, installed: bool = False) -> list[str]:
+    def problems(self, image: str, *, installed: bool = False, archives: bool = False) -> list[str]:
         """What keeps this build from using `image` (the checked cache image), beyond the packages;
         `installed`: the image holds the environment's own files (push --venv-only), so a build FROM it
-        links nothing, whatever its link mode."""
+        links nothing, whatever its link mode; `archives`: it holds them as tars (push --venv-archives),
+        which the build mounts anywhere and extracts, no cache directory involved."""
         where = f"{self.dockerfile}"
         wanted = _normal(image)
         out = []
@@ -75,6 +76,10 @@ class Consumer:
         if self.stacked_on(image):
             return out  # the cache is the stage's own filesystem: nothing to mount
         uses = [u for u in self.cache_uses if u.source and (_normal(u.image) == wanted or u.unresolved)]
+        if archives:
+            return out if uses else [*out, f"{where}:{self.step_line}: the uv step never mounts {image}: its "
+                                            "archives (/ocicache/venv/*.tar) are not extracted, and uv has "
+                                            "nothing to install offline (docs/dockerfile-patterns.md)"]
         if not uses:
             given = ", ".join(f"line {u.line} {u.how} from {u.source or '(none)'} at {u.target}"
                               for u in self.cache_uses) or "none"

@@ -548,3 +548,26 @@ def test_check_pull_and_verify_of_venv_archives(venv_archives, build_setup, make
     assert rebuild.returncode == 2 and "--venv-archives" in rebuild.stderr, rebuild.stderr
     run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--venv-archives", check=False)
     assert run.returncode == 2 and "--venv-archives" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_check_reads_an_archives_build_from_its_dockerfile(venv_archives, build_setup, tmp_path):
+    """The documented Dockerfile (the archives bind-mounted anywhere, extracted by tar) has nothing
+    to warn of; one that never mounts the image is told its archives are not extracted."""
+    body = ("ARG UV_VENV_ARCHIVES\nFROM ${UV_VENV_ARCHIVES} AS venv\n"
+            f"FROM {build_setup['base']}\nWORKDIR /app\nCOPY pyproject.toml uv.lock /app/\n"
+            f"RUN --mount=type=bind,from=venv,source=/ocicache/venv,target={ARCHIVES} "
+            f"for a in {ARCHIVES}/*.tar; do tar -xf \"$a\" -C /; done && "
+            "uv sync --frozen --offline --no-install-project\n")
+    good = build_context(tmp_path / "good", build_setup["lock"], body) / "Dockerfile"
+    args = ("--build-arg", f"UV_VENV_ARCHIVES={venv_archives['ref']}", "--json")
+    checked = run_ocicache("check", venv_archives["ref"], build_setup["lock"], "--dockerfile", good, *args,
+                           check=False)
+    assert checked.returncode == 0 and checked.json()["ok"], checked.stdout + checked.stderr
+    assert not [n for n in checked.json().get("notes", []) + checked.json().get("problems", [])
+                if "cache" in n or "mount" in n], checked.stdout
+    unmounted = build_context(tmp_path / "bad", build_setup["lock"], body.replace(
+        f"--mount=type=bind,from=venv,source=/ocicache/venv,target={ARCHIVES} ", "")) / "Dockerfile"
+    checked = run_ocicache("check", venv_archives["ref"], build_setup["lock"], "--dockerfile", unmounted, *args,
+                           check=False)
+    assert checked.returncode == 1 and "never mounts" in checked.stdout and "archives" in checked.stdout, \
+        checked.stdout + checked.stderr
