@@ -499,6 +499,8 @@ class _Destination:
 
 
 def push(opts: PushOptions, progress: Progress | None = None) -> PushResult:
+    if opts.venv_archives and not opts.venv_only:  # the CLI implies it; a caller of this API must say it
+        raise UsageError("--venv-archives wraps --venv-only's layers: it needs venv_only too")
     progress = progress or Progress(enabled=False)
     started = time.monotonic()
     ref = parse_ref(opts.destination)

@@ -571,3 +571,13 @@ def test_check_reads_an_archives_build_from_its_dockerfile(venv_archives, build_
                            check=False)
     assert checked.returncode == 1 and "never mounts" in checked.stdout and "archives" in checked.stdout, \
         checked.stdout + checked.stderr
+
+
+def test_the_push_api_refuses_archives_without_venv_only(tmp_path):
+    """The CLI's --venv-archives implies --venv-only; a caller of push() must say both."""
+    from ocicache.push import PushOptions, push
+
+    with pytest.raises(UsageError, match="venv_only"):
+        push(PushOptions(lock=tmp_path / "uv.lock", destination=f"oci:{tmp_path / 'out'}", venv="/app/.venv",
+                         venv_archives=True))
+    assert not (tmp_path / "out").exists()
