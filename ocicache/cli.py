@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     stk.add_argument("--venv-archives", action="store_true",
                      help="as --venv-only (implied), each layer holding its files as one tar under "
                           "/ocicache/venv and no base layers: the build bind-mounts the image and extracts the "
-                          "tars with the base image's tar before `uv sync` (docs/dockerfile-patterns.md); faster "
-                          "than FROM on Docker 23-28's overlay2 store, which applies a layer's files slowly")
+                          "tars with the base image's tar before `uv sync` (docs/dockerfile-patterns.md); on fresh "
+                          "runners faster than FROM on Docker 23-28's overlay2 store, which applies a layer's "
+                          "files slowly; elsewhere, and on warm runners, --venv-only is faster")
     byt = push.add_argument_group("bytecode (what uv's `--compile-bytecode` would do in every build, done once)")
     byt.add_argument("--compile-bytecode", action="store_true",
                      help="put each package's .pyc files in its layer, compiled for the target's CPython: a build "

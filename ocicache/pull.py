@@ -37,10 +37,10 @@ def pull(value: str, directory: Path, options: RegistryOptions | None = None,
 
             require_signature(image, require_key)
         if image.venv_only:
-            how = (f"bind-mount it and extract {image.venv_archives[:100]}/*.tar" if image.venv_archives
-                   else "build FROM it")
+            flag, how = (("--venv-archives", f"bind-mount it and extract {image.venv_archives[:100]}/*.tar")
+                         if image.venv_archives else ("--venv-only", "build FROM it"))
             raise OcicacheError(f"{ref}: holds the environment at {image.annotations.get(oci.A_STACK_VENV, '?')[:100]} "
-                                f"and no uv cache (push --venv-only): {how}; there is nothing to pull")
+                                f"and no uv cache (push {flag}): {how}; there is nothing to pull")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=directory, prefix=".ocicache-pull-"))

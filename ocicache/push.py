@@ -619,6 +619,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
                              f"under the {MAX_LAYERS_CAP}-layer limit")
     venv = (_venv_plan(opts, lock, uv, base, keyed, target, max_layers) if opts.venv is not None and base is not None
             else None)
+    image_base = None if opts.venv_archives else base  # archives are mounted, not built FROM: no base layers
     if venv is not None and venv.spec.files:
         made = _known_venv(venv, known)
         if made is not None:  # the environment holds everything the image needs: no cache to make
@@ -627,9 +628,10 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
             layers = [layer for layer, _ in made]
             annotations = _target_annotations(opts, uv, formats, target, codec, selection.skipped, bytecode, base,
                                               root)
-            under = None if opts.venv_archives else base  # archives are mounted, not built FROM: no base layers
-            return _Built(target=target, image=assemble_image(layers, target, annotations, under), layers=layers,
-                          blobs=[*((d, BlobOrigin(source=base.source)) for d in (under.layers if under else ())),
+            return _Built(target=target, image=assemble_image(layers, target, annotations, image_base),
+                          layers=layers,
+                          blobs=[*((d, BlobOrigin(source=base.source)) for d in (image_base.layers if image_base
+                                                                                 else ())),
                                  *((layer.descriptor(), origin) for layer, origin in made)],
                           new_digests=set(), reused_from_pool=set(), skipped=selection.skipped)
     if pool is not None:
@@ -705,7 +707,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
         if opts.venv_only:  # the environment replaces the cache (which stays in the pool, if any)
             pool_only = [(layer, origin) for layer, (_, origin) in zip(layers, blobs[len(base.layers):], strict=True)
                          if layer.digest not in from_pool]
-            layers, blobs = [], [] if opts.venv_archives else blobs[:len(base.layers)]
+            layers, blobs = [], blobs[:len(image_base.layers) if image_base else 0]
             new, from_pool = set(), set()
         for layer, origin in venv_layers:
             if origin.path is not None:
@@ -713,7 +715,7 @@ def _build_for_target(target: Target, lock: Lock, opts: PushOptions, uv: UvTool,
             layers.append(layer)
             blobs.append((layer.descriptor(), origin))
     annotations = _target_annotations(opts, uv, formats, target, codec, selection.skipped, bytecode, base, root)
-    image = assemble_image(layers, target, annotations, None if opts.venv_archives else base)
+    image = assemble_image(layers, target, annotations, image_base)
     return _Built(target=target, image=image, layers=layers, blobs=blobs, new_digests=new,
                   reused_from_pool=from_pool, skipped=selection.skipped, pool_only=pool_only)
 

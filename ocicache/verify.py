@@ -131,18 +131,14 @@ def _read_files(image: SourceImage, venv: str | None = None) -> Files:
                     assert src is not None
                     try:
                         with tarfile.open(fileobj=src, mode="r|") as archive:  # streamed, as the layer is
-                            _hash_members(archive, root, files)
+                            for inner in archive:
+                                _hash_member(archive, inner, root, files)
                     except tarfile.TarError as exc:
                         raise ImageError(f"{image.where}: the archive {member.name[:200]} is not a tar: "
                                          f"{exc}") from None
                     continue
                 _hash_member(tf, member, root, files)
     return files
-
-
-def _hash_members(tf: tarfile.TarFile, root: str, files: Files) -> None:
-    for member in tf:
-        _hash_member(tf, member, root, files)
 
 
 def _hash_member(tf: tarfile.TarFile, member: tarfile.TarInfo, root: str, files: Files) -> None:

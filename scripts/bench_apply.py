@@ -27,8 +27,6 @@ Usage: .venv/bin/python scripts/bench_apply.py [--repeat 5] [--engine docker --e
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -45,44 +43,31 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from benchlib import quiesce  # noqa: E402
 
-from ocicache.pack import write_tar  # noqa: E402
-from ocicache.tree import Entry, walk_tree  # noqa: E402
+from ocicache.compress import get_codec  # noqa: E402
+from ocicache.pack import pack_layer  # noqa: E402
+from ocicache.tree import Entry, walk_tree, with_parents  # noqa: E402
 
 ENGINES = ["docker", "docker26", "docker28", "docker26-containerd", "docker28-containerd"]
 DEFAULT_ENGINES = ["docker", "docker26", "docker28"]
 TAG = "bench-apply:1"
 
 
-class _Digesting(io.RawIOBase):
-    def __init__(self, out: io.BufferedWriter) -> None:
-        self.out, self.hash = out, hashlib.sha256()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.hash.update(data)
-        return self.out.write(data)
-
-
 def docker_archive(entries: list[Entry], path: Path) -> int:
-    """A `docker load` archive of one image whose one layer is the deterministic tar of `entries`;
-    returns the number of entries in the layer (parents included)."""
+    """A `docker load` archive of one image whose one layer is the deterministic tar of `entries`
+    (ocicache's own writer, uncompressed); returns the number of entries in the layer (parents
+    included)."""
     work = Path(tempfile.mkdtemp(dir=path.parent))
     try:
-        with open(work / "layer.tar", "wb") as f:
-            sink = _Digesting(f)  # type: ignore[arg-type]
-            write_tar(entries, sink)
+        layer = pack_layer(entries, work / "layer.tar", get_codec("none"))
         config = {"architecture": "amd64", "os": "linux", "config": {},
-                  "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sink.hash.hexdigest()}"]}}
+                  "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]}}
         (work / "config.json").write_text(json.dumps(config))
         (work / "manifest.json").write_text(json.dumps([{"Config": "config.json", "RepoTags": [TAG],
                                                          "Layers": ["layer.tar"]}]))
         with tarfile.open(path, "w") as archive:
             for name in ("manifest.json", "config.json", "layer.tar"):
                 archive.add(work / name, arcname=name)
-        with tarfile.open(work / "layer.tar") as layer:
-            return sum(1 for _ in layer)
+        return len(with_parents(entries))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -122,9 +107,9 @@ def main() -> None:
         raise SystemExit("bench_apply.py starts dockerd: run it as root")
     engines = args.engine or DEFAULT_ENGINES
 
-    from bench_build import dockerd_setup  # the same engine names and unpacking as the build benchmark
+    from bench_build import dockerd_engine, dockerd_setup  # the build benchmark's engine names and unpacking
 
-    from tests.support.builders import Dockerd, dockerd_version, unpacked_docker_engine
+    from tests.support.builders import Dockerd, dockerd_version
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -139,13 +124,8 @@ def main() -> None:
     shutil.rmtree(args.workdir / "trees")
     print(f"layers: {', '.join(f'{n} {entries[n]} entries' for n in archives)}", file=sys.stderr)
 
-    installs = {}
+    installs = {engine: dockerd_engine(engine) for engine in engines}
     for engine in engines:
-        setup = dockerd_setup(engine)
-        try:
-            installs[engine] = unpacked_docker_engine(setup.suite) if setup.suite else None
-        except RuntimeError as exc:
-            raise SystemExit(str(exc)) from None
         print(f"{engine}: {dockerd_version(installs[engine])}", file=sys.stderr)
 
     times: dict[tuple[str, str], list[float]] = {(e, n): [] for e in engines for n in archives}

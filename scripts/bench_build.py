@@ -247,32 +247,31 @@ def dockerd_setup(builder: str) -> DockerdSetup:
                         builder.endswith("-pigz"))
 
 
+def dockerd_engine(builder: str) -> Path | None:
+    """The unpacked engine a dockerd builder runs (None: the system's), fetched on first use."""
+    from tests.support.builders import unpacked_docker_engine
+
+    suite = dockerd_setup(builder).suite
+    try:
+        return unpacked_docker_engine(suite) if suite else None
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def print_engines(builders: list[str]) -> None:
     """The dockerd version each builder runs, on stderr: the record a run's results need."""
-    from tests.support.builders import dockerd_version, unpacked_docker_engine
+    from tests.support.builders import dockerd_version
 
     for builder in builders:
-        if builder == "buildah":
-            continue
-        setup = dockerd_setup(builder)
-        try:
-            engine = unpacked_docker_engine(setup.suite) if setup.suite else None
-        except RuntimeError as exc:
-            raise SystemExit(str(exc)) from None
-        print(f"{builder}: {dockerd_version(engine)}", file=sys.stderr, flush=True)
+        if builder != "buildah":
+            print(f"{builder}: {dockerd_version(dockerd_engine(builder))}", file=sys.stderr, flush=True)
 
 
 def _runner(builder: str, work: Path) -> BuildahRunner | DockerRunner:
     if builder == "buildah":
         return BuildahRunner(work)
-    from tests.support.builders import unpacked_docker_engine
-
     setup = dockerd_setup(builder)
-    try:
-        engine = unpacked_docker_engine(setup.suite) if setup.suite else None
-    except RuntimeError as exc:
-        raise SystemExit(str(exc)) from None
-    return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")), engine,  # short socket paths
+    return DockerRunner(Path(tempfile.mkdtemp(prefix="bk-", dir="/tmp")), dockerd_engine(builder),  # short paths
                         containerd_store=setup.containerd_store, unpigz=setup.unpigz)
 
 

@@ -22,17 +22,18 @@ def test_benchmark_help_runs(script):
     assert "usage:" in proc.stdout
 
 
-def _bench_build():
-    spec = importlib.util.spec_from_file_location("bench_build", REPO / "scripts" / "bench_build.py")
+def _script(name: str):
+    """scripts/<name>.py as a module (registered: its dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_build"] = module  # its dataclasses look their module up
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
 def test_bench_build_variants_use_their_images():
-    bench = _bench_build()
+    bench = _script("bench_build")
     images = {"base": "reg/base", "worker:cache": "reg/worker-cache", "worker:stacked": "reg/worker-stacked",
               "worker:stacked-zstd": "reg/worker-stacked-zstd", "worker:stacked-one": "reg/worker-stacked-one",
               "worker:stacked-venv": "reg/worker-stacked-venv", "worker:stacked-venv-only": "reg/worker-venv-only",
@@ -67,7 +68,7 @@ def test_bench_build_variants_use_their_images():
 
 
 def test_bench_build_dockerd_names_say_engine_store_and_gunzip():
-    bench = _bench_build()
+    bench = _script("bench_build")
     setup = bench.dockerd_setup
     assert setup("docker") == bench.DockerdSetup(None, False, False)  # the system's 20.10
     assert setup("docker26-pigz") == bench.DockerdSetup("trixie", False, True)
@@ -76,14 +77,6 @@ def test_bench_build_dockerd_names_say_engine_store_and_gunzip():
     suites = {setup(b).suite for b in bench.BUILDERS if b != "buildah"} - {None}
     engine_script = (REPO / "scripts" / "docker-engine.sh").read_text()
     assert all(f"{suite}|" in engine_script or f"|{suite})" in engine_script for suite in suites)
-
-
-def _bench_apply():
-    spec = importlib.util.spec_from_file_location("bench_apply", REPO / "scripts" / "bench_apply.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_bench_apply_archive_is_what_docker_load_reads(tmp_path):
@@ -95,7 +88,7 @@ def test_bench_apply_archive_is_what_docker_load_reads(tmp_path):
 
     from ocicache.tree import walk_tree
 
-    bench = _bench_apply()
+    bench = _script("bench_apply")
     trees = bench.synthetic_tree(tmp_path / "trees", files=30, dirs=4, file_bytes=10, mib=1)
     archive = tmp_path / "files.tar"
     count = bench.docker_archive(list(walk_tree(trees["files"], "opt/files")), archive)

@@ -26,13 +26,18 @@ IMPORTS = "import heavy, small_b, sdist_only, gitpkg"
 VENV = "/app/.venv"
 
 
+def _push_venv(build_setup, registries, repo: str, *flags: str) -> dict[str, object]:
+    """build_setup's lock pushed to `repo`:1 with --base and --venv (and `flags`)."""
+    host = registries["plain"].host
+    ref = f"{host}/{repo}:1"
+    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV, *flags,
+                          "--json").json()
+    return {"ref": ref, "pushed": pushed, "host": host}
+
+
 @pytest.fixture(scope="module")
 def with_venv(build_setup, registries) -> dict[str, object]:
-    host = registries["plain"].host
-    ref = f"{host}/venv/service:1"
-    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV,
-                          "--json").json()
-    return {"ref": ref, "pushed": pushed}
+    return _push_venv(build_setup, registries, "venv/service")
 
 
 def _dockerfile(ref: str) -> str:
@@ -288,20 +293,19 @@ PACKAGES = ["gitpkg", "heavy", "sdist-only", "small-a", "small-b"]  # what build
 
 @pytest.fixture(scope="module")
 def venv_only(build_setup, registries) -> dict[str, object]:
-    host = registries["plain"].host
-    ref = f"{host}/venv/only:1"
-    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV,
-                          "--venv-only", "--pool", f"{host}/venv/pool", "--json").json()
-    return {"ref": ref, "pushed": pushed, "host": host}
+    return _push_venv(build_setup, registries, "venv/only", "--venv-only", "--pool",
+                      f"{registries['plain'].host}/venv/pool")
 
 
-def _layer_paths(ref: str, digest: str) -> list[str]:
+def _blob(ref: str, digest: str) -> bytes:
     import httpx
 
     host, repo_tag = ref.split("/", 1)
-    repo = repo_tag.rsplit(":", 1)[0]
-    data = httpx.get(f"http://{host}/v2/{repo}/blobs/{digest}").content
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+    return httpx.get(f"http://{host}/v2/{repo_tag.rsplit(':', 1)[0]}/blobs/{digest}").content
+
+
+def _layer_paths(ref: str, digest: str) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(_blob(ref, digest)), mode="r:gz") as tf:
         return tf.getnames()
 
 
@@ -468,18 +472,7 @@ ARCHIVES = "/tmp/ocicache-venv"
 
 @pytest.fixture(scope="module")
 def venv_archives(build_setup, registries) -> dict[str, object]:
-    host = registries["plain"].host
-    ref = f"{host}/venv/archives:1"
-    pushed = run_ocicache("push", build_setup["lock"], ref, "--base", build_setup["base"], "--venv", VENV,
-                          "--venv-archives", "--json").json()
-    return {"ref": ref, "pushed": pushed, "host": host}
-
-
-def _blob(ref: str, digest: str) -> bytes:
-    import httpx
-
-    host, repo_tag = ref.split("/", 1)
-    return httpx.get(f"http://{host}/v2/{repo_tag.rsplit(':', 1)[0]}/blobs/{digest}").content
+    return _push_venv(build_setup, registries, "venv/archives", "--venv-archives")
 
 
 def test_venv_archives_hold_each_venv_only_layer_as_one_tar_and_no_base_layers(venv_archives, venv_only,
