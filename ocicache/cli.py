@@ -319,7 +319,8 @@ def _consumers(args: argparse.Namespace, registry: RegistryOptions) -> list[Cons
         consumers.append(infer_consumer(
             args.dockerfile, build_args, registry, platform=platform, python=args.python,
             python_platform=python_platforms[i] if len(python_platforms) > i else None,
-            uv_version=uv_versions[0] if uv_versions else None, stage=args.stage))
+            uv_version=uv_versions[0] if uv_versions else None, stage=args.stage,
+            stacked_on=getattr(args, "base", None)))
     for consumer in consumers:
         print(f"ocicache: from {consumer.describe()}", file=sys.stderr)
     for note in dict.fromkeys(n for c in consumers for n in c.notes):

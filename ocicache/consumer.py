@@ -98,10 +98,12 @@ class Consumer:
 
 def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryOptions, *,
                    platform: str | None = None, python: str | None = None, python_platform: str | None = None,
-                   uv_version: str | None = None, stage: str | None = None) -> Consumer:
-    """The build at `path`; explicit values win and skip the reading they would have needed."""
+                   uv_version: str | None = None, stage: str | None = None,
+                   stacked_on: str | None = None) -> Consumer:
+    """The build at `path`; explicit values win and skip the reading they would have needed.
+    `stacked_on`: the `--base` of a stacked push (dockerfile.find_uv_step)."""
     df = parse_dockerfile(path, build_args)
-    step = find_uv_step(df, stage)
+    step = find_uv_step(df, stage, stacked_on)
     where = f"{df.path}:{step.base_line}"
     notes: list[str] = []
     if uv_version is None and step.uv_version is not None:

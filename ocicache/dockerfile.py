@@ -131,8 +131,13 @@ def parse_dockerfile(path: Path, build_args: Mapping[str, str] | None = None) ->
     return Dockerfile(path=path, global_args=global_args, stages=tuple(stages), build_args=args)
 
 
-def find_uv_step(df: Dockerfile, target: str | None = None) -> UvStep:
-    """The uv install step of the build (of stage `target` and what it builds on, if given)."""
+def find_uv_step(df: Dockerfile, target: str | None = None, stacked_on: str | None = None) -> UvStep:
+    """The uv install step of the build (of stage `target` and what it builds on, if given).
+
+    `stacked_on`: the `--base` of a stacked push. A build that runs FROM the pushed image names it
+    by an ARG that has no value yet (`FROM ${UV_STACKED_IMAGE}`); that stage is then read as built
+    on `stacked_on`, which is what the pushed image's Python, libc and user are.
+    """
     candidates = list(df.stages)
     if target is not None:
         stage = df.stage(target)
@@ -149,6 +154,9 @@ def find_uv_step(df: Dockerfile, target: str | None = None) -> UvStep:
             match = _UV_INSTALL_RE.search(text)
             if match:
                 root = _chain(stage)[0]
+                if root.unset and stacked_on is not None and root.base == "" and len(root.unset) == 1:
+                    return find_uv_step(parse_dockerfile(df.path, {**df.build_args, root.unset[0]: stacked_on}),
+                                        target)
                 if root.unset:
                     raise DockerfileError(
                         f"{df.path}:{root.line}: FROM uses ARG {root.unset[0]}, which has no value: pass "

@@ -71,6 +71,21 @@ def test_parser_errors_name_the_line_and_the_flag(tmp_path):
         find_uv_step(parse_dockerfile(_write(tmp_path, "FROM python:3.11\nRUN uv sync\n")), "nope")
 
 
+def test_a_stacked_push_reads_the_build_from_the_image_as_built_on_its_base(tmp_path):
+    """`push --base B --dockerfile`: the build runs FROM the pushed image through an ARG that has no
+    value yet; the push reads that stage as built on B (B's Python, libc and user are the image's)."""
+    text = "ARG UV_STACKED_IMAGE\nFROM ${UV_STACKED_IMAGE}\nWORKDIR /srv\nRUN uv sync --frozen --offline\n"
+    path = _write(tmp_path, text)
+    step = find_uv_step(parse_dockerfile(path), stacked_on="python:3.12-slim-bookworm")
+    assert (step.base_image, step.base_line, step.environment) == ("python:3.12-slim-bookworm", 2, "/srv/.venv")
+    # a --build-arg given wins; an ARG that is only part of the name is not the stacked image
+    given = find_uv_step(parse_dockerfile(path, {"UV_STACKED_IMAGE": "python:3.11"}), stacked_on="python:3.12")
+    assert given.base_image == "python:3.11"
+    partial = _write(tmp_path / "partial", "ARG PY\nFROM python:${PY}-slim\nRUN uv sync --frozen\n")
+    with pytest.raises(DockerfileError, match="Dockerfile:2: FROM uses ARG PY, which has no value"):
+        find_uv_step(parse_dockerfile(partial), stacked_on="python:3.12")
+
+
 @pytest.fixture(scope="module")
 def images(build_setup, registries, tmp_path_factory) -> dict[str, str]:
     server = registries["plain"]
