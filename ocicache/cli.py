@@ -295,8 +295,9 @@ def _dockerfile_arguments(parser: argparse.ArgumentParser, what: str) -> None:
                                                        "stage that runs uv)")
 
 
-def _consumers(args: argparse.Namespace, registry: RegistryOptions) -> list[Consumer]:
-    """The build --dockerfile names, once per --platform given (none without --dockerfile)."""
+def _consumers(args: argparse.Namespace, registry: RegistryOptions, stacked_on: str | None) -> list[Consumer]:
+    """The build --dockerfile names, once per --platform given (none without --dockerfile).
+    `stacked_on`: the image a uv stage `FROM ${ARG}` without a value builds on (consumer.infer_consumer)."""
     if args.dockerfile is None:
         if args.build_arg or args.stage:
             raise UsageError("--build-arg and --stage need --dockerfile")
@@ -319,8 +320,7 @@ def _consumers(args: argparse.Namespace, registry: RegistryOptions) -> list[Cons
         consumers.append(infer_consumer(
             args.dockerfile, build_args, registry, platform=platform, python=args.python,
             python_platform=python_platforms[i] if len(python_platforms) > i else None,
-            uv_version=uv_versions[0] if uv_versions else None, stage=args.stage,
-            stacked_on=getattr(args, "base", None)))
+            uv_version=uv_versions[0] if uv_versions else None, stage=args.stage, stacked_on=stacked_on))
     for consumer in consumers:
         print(f"ocicache: from {consumer.describe()}", file=sys.stderr)
     for note in dict.fromkeys(n for c in consumers for n in c.notes):
@@ -375,7 +375,7 @@ def _push(args: argparse.Namespace) -> int:
         raise UsageError("--buckets must be at least 1")
     narrowing = _narrowing(args)
     registry = _registry_options(args)
-    consumers = _consumers(args, registry)
+    consumers = _consumers(args, registry, stacked_on=args.base)  # the build runs FROM the pushed image
     python, python_platforms, uv_versions = args.python, tuple(args.python_platform), tuple(args.uv_version)
     venv = None
     if args.venv is not None:
@@ -554,7 +554,9 @@ def _check(args: argparse.Namespace) -> int:
 
     narrowing = _narrowing(args)
     registry = _registry_options(args)
-    consumers = _consumers(args, registry)
+    # a uv stage FROM ${ARG} without a value runs FROM the checked (stacked) image; its base layers say
+    # the target (base_image.probe_base_image reads no cache layer)
+    consumers = _consumers(args, registry, stacked_on=args.reference)
     consumer = consumers[0] if consumers else None
     result = check_image(
         args.reference, args.lock, narrowing=narrowing, options=registry,

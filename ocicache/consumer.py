@@ -101,7 +101,7 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
                    uv_version: str | None = None, stage: str | None = None,
                    stacked_on: str | None = None) -> Consumer:
     """The build at `path`; explicit values win and skip the reading they would have needed.
-    `stacked_on`: the `--base` of a stacked push (dockerfile.find_uv_step)."""
+    `stacked_on`: the image a stage `FROM ${ARG}` without a value builds on (dockerfile.find_uv_step)."""
     df = parse_dockerfile(path, build_args)
     step = find_uv_step(df, stage, stacked_on)
     where = f"{df.path}:{step.base_line}"
@@ -116,11 +116,18 @@ def infer_consumer(path: Path, build_args: Mapping[str, str], options: RegistryO
         notes.append("the uv release is not named in the Dockerfile (COPY --from=<uv image>:X.Y.Z /uv, a uv "
                      "image as base, or pip install uv==X.Y.Z): the image serves every supported release")
     need_target = python_platform is None or python is None or platform is None
-    facts = _read_base(step, where, options, platform) if need_target or step.user is None else None
-    if facts is not None:
-        platform = platform or _platform(facts, where, notes)
-        python = python or _python(facts, step, df.path, notes)
-        python_platform = python_platform or _python_platform(facts, platform, where)
+    try:
+        facts = _read_base(step, where, options, platform) if need_target or step.user is None else None
+        if facts is not None:
+            platform = platform or _platform(facts, where, notes)
+            python = python or _python(facts, step, df.path, notes)
+            python_platform = python_platform or _python_platform(facts, platform, where)
+    except DockerfileError as exc:
+        if step.stacked_arg is None:
+            raise
+        raise DockerfileError(f"{exc} (ARG {step.stacked_arg} has no value, so the build was read as running FROM "
+                              f"{step.base_image}; pass --build-arg {step.stacked_arg}=<image> if it starts from "
+                              "another)") from None
     user = step.user or (facts.user if facts else None) or "root"
     cache_dir = _cache_dir(step, user, facts, notes)
     return Consumer(dockerfile=df.path, step_line=step.line, base_image=step.base_image, platform=platform,

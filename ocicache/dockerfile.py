@@ -9,6 +9,7 @@ lines, heredocs, global `ARG`s (visible to `FROM`) and per-stage ones, `--build-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import posixpath
 import re
@@ -94,6 +95,7 @@ class UvStep:
     copied_from: tuple[int, ...] = ()  # lines of later `COPY --from=<this stage>`: what leaves the stage
     no_binary: BuildSettings = field(default_factory=BuildSettings)  # --no-binary* / UV_NO_BINARY* of the step
     environment: str | None = None  # where `uv sync` puts the project's environment (None: not known)
+    stacked_arg: str | None = None  # the ARG without a value whose FROM was read as `stacked_on`
 
 
 _UV_INSTALL_RE = re.compile(r"(?:^|[\s;&|(`])(?:[\w./-]*/)?uv\s+(?:-\S+\s+)*(sync|pip\s+install)\b")
@@ -134,9 +136,9 @@ def parse_dockerfile(path: Path, build_args: Mapping[str, str] | None = None) ->
 def find_uv_step(df: Dockerfile, target: str | None = None, stacked_on: str | None = None) -> UvStep:
     """The uv install step of the build (of stage `target` and what it builds on, if given).
 
-    `stacked_on`: the `--base` of a stacked push. A build that runs FROM the pushed image names it
-    by an ARG that has no value yet (`FROM ${UV_STACKED_IMAGE}`); that stage is then read as built
-    on `stacked_on`, which is what the pushed image's Python, libc and user are.
+    `stacked_on`: the `--base` of a stacked push, or the image `check` checks. A build that runs FROM
+    a stacked image names it by an ARG that has no value yet (`FROM ${UV_STACKED_IMAGE}`); that stage
+    is then read as built on `stacked_on`, whose Python, libc and user are the stacked image's.
     """
     candidates = list(df.stages)
     if target is not None:
@@ -155,8 +157,9 @@ def find_uv_step(df: Dockerfile, target: str | None = None, stacked_on: str | No
             if match:
                 root = _chain(stage)[0]
                 if root.unset and stacked_on is not None and root.base == "" and len(root.unset) == 1:
-                    return find_uv_step(parse_dockerfile(df.path, {**df.build_args, root.unset[0]: stacked_on}),
+                    step = find_uv_step(parse_dockerfile(df.path, {**df.build_args, root.unset[0]: stacked_on}),
                                         target)
+                    return dataclasses.replace(step, stacked_arg=root.unset[0])
                 if root.unset:
                     raise DockerfileError(
                         f"{df.path}:{root.line}: FROM uses ARG {root.unset[0]}, which has no value: pass "

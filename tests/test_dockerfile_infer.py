@@ -206,5 +206,13 @@ def test_bad_dockerfiles_each_give_one_clear_error(build_setup, images, tmp_path
         _assert_one_line_error(run, *fragments)
         assert run.returncode == 2, name
         assert not (tmp_path / "out").exists(), name
+    # check reads a uv stage FROM an ARG without a value as running FROM the checked image (right for a
+    # stacked one); for a cache image that has no Python, the error says so and names the --build-arg
+    cache = f"oci:{tmp_path / 'cache'}:v1"
+    ocicache("push", lock, cache)
+    arg_from = _write(tmp_path / "arg-from", cases["ARG without value"][0])
+    run = ocicache("check", cache, lock, "--dockerfile", arg_from, check=False)
+    _assert_one_line_error(run, "Dockerfile:2:", "has no CPython", "ARG BASE has no value", "--build-arg BASE=")
+    assert run.returncode == 2
     missing = ocicache("push", lock, f"oci:{tmp_path / 'out'}", "--dockerfile", tmp_path / "absent", check=False)
     _assert_one_line_error(missing, "absent")
